@@ -1,0 +1,73 @@
+"""Tests for ebm_tf.config: flagfile presets -> validated TrainConfig."""
+
+import glob
+import os
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from ebm_tf import config as config_lib
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PRESETS = sorted(glob.glob(os.path.join(_ROOT, "flags", "shortrun_*.cfg")))
+
+
+def _parse(args):
+  flag_values = flags.FlagValues()
+  config_lib.define_train_flags(flag_values)
+  flag_values(["prog", *args])
+  return flag_values
+
+
+class ConfigTest(parameterized.TestCase):
+
+  def test_defaults_need_model_dir(self):
+    with self.assertRaisesRegex(ValueError, "--model_dir is required"):
+      config_lib.config_from_flags(_parse([]))
+
+  def test_lists_parse_to_numbers(self):
+    config = config_lib.config_from_flags(_parse(
+        ["--model_dir=/tmp/x", "--ebm_lr_values=1e-4,1e-5,1e-6",
+         "--ebm_lr_boundaries=50000,75000"]))
+    self.assertEqual(config.ebm_lr_values, (1e-4, 1e-5, 1e-6))
+    self.assertEqual(config.ebm_lr_boundaries, (50000, 75000))
+
+  @parameterized.parameters(
+      ("--epsilon=0", "epsilon"),
+      ("--mcmc_temp=-1", "mcmc_temp"),
+      ("--rejuvenation_prob=1.5", "rejuvenation_prob"),
+      ("--mcmc_init=warm", "mcmc_init"),
+      ("--strategy=gpu", "strategy"),
+      ("--ebm_lr_boundaries=100", "ebm_lr_values needs exactly one more"),
+      ("--ebm_lr_values=abc", "ebm_lr_values must be a comma-separated"),
+      ("--persistent_size=10", "persistent_size"),
+  )
+  def test_bad_flag_names_the_value(self, arg, message):
+    with self.assertRaisesRegex(ValueError, message):
+      config_lib.config_from_flags(_parse(["--model_dir=/tmp/x", arg]))
+
+  def test_every_preset_parses(self):
+    self.assertGreaterEqual(len(_PRESETS), 5)
+    for path in _PRESETS:
+      with self.subTest(path=os.path.basename(path)):
+        config = config_lib.config_from_flags(_parse([f"--flagfile={path}", "--model_dir=/x"]))
+        self.assertGreater(config.train_steps, 0)
+
+  def test_cifar10_preset_has_the_paper_values(self):
+    config = config_lib.config_from_flags(_parse(
+        [f"--flagfile={_ROOT}/flags/shortrun_cifar10.cfg", "--model_dir=/x"]))
+    self.assertEqual(
+        (config.epsilon, config.mcmc_steps, config.mcmc_temp, config.data_epsilon,
+         config.persistent_size, config.rejuvenation_prob, config.max_mcmc_updates,
+         config.batch_size, config.train_steps, config.ebm, config.mcmc_init),
+        (5e-3, 100, 1e-4, 1e-2, 10000, 0.5, 2, 128, 150000, "ebm_sngan32", "coop_persistent"))
+
+  def test_flags_override_the_preset(self):
+    config = config_lib.config_from_flags(_parse(
+        [f"--flagfile={_ROOT}/flags/shortrun_digits.cfg", "--train_steps=7", "--model_dir=/x"]))
+    self.assertEqual(config.train_steps, 7)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,333 @@
+"""The project's one Langevin sampler: unadjusted Langevin (ULA) and, for validation, MALA.
+
+The chains target p(x) ∝ exp(-U(x)) with the potential
+
+    U(x) = (E(x)/T + E0(x)/T0) / joint_temperature + ||x||^2 / (2 tau^2)
+
+where E is the energy network (raw output, low = data), T the sampling temperature, E0 an optional
+frozen prior energy with its temperature T0 (longrun), and the Gaussian tau term is optional.
+One step, with eps the step size and xi ~ N(0, I):
+
+    g  = dU/dx of sum_i U(x_i)                      (optionally clipped per sample)
+    x <- x - (eps^2 / 2) * g + eps * xi            (no clamping of pixel values)
+
+This is the reference update of Hill et al. (2022) and equals `tfp.mcmc.UncalibratedLangevin` with
+`target_log_prob_fn=-U` and `step_size=eps**2`. With `metropolis=True` each step is a MALA
+accept/reject on that proposal (used for validation only; training never uses it).
+
+Noise is stateless: step t draws `tf.random.stateless_normal(shape, seed=stateless_fold_in(seed, t))`
+and MALA's uniform uses `stateless_fold_in(step_seed, 1)`, so the same seed gives bitwise the same
+samples on the same device and compile mode (XLA's stateless RNG draws other numbers than TF's
+kernels for the same seed, so `jit_compile=True` gives a different, equally reproducible stream).
+"""
+
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+_DYNAMIC_ARGS = ("num_steps", "step_size", "temperature")
+_FIXED_ARGS = ("tau", "prior_energy_fn", "prior_temperature", "joint_temperature",
+               "grad_clip_norm", "metropolis", "noise_fn")
+
+
+class LangevinResult(NamedTuple):
+  """What `langevin_sample` returns.
+
+  Attributes:
+    samples: float32, the shape of `x_init`: the final states of the chains.
+    energies: float32 [B]: the raw main energy E(x) (not divided by T) at `samples`.
+    drift_norm: float32 scalar: mean over the batch of (eps^2/2) * ||g_i||_2 at the last step,
+      with g_i the (clipped) gradient of U for chain i; 0 when `num_steps` is 0.
+    acceptance_rate: float32 scalar: fraction of accepted MALA proposals over steps and chains;
+      1.0 for unadjusted Langevin (and when `num_steps` is 0).
+  """
+  samples: tf.Tensor
+  energies: tf.Tensor
+  drift_norm: tf.Tensor
+  acceptance_rate: tf.Tensor
+
+
+def _static_value(value):
+  """The value of a Python number or a tensor whose value is known at trace time, else None."""
+  if tf.is_tensor(value):
+    return tf.get_static_value(value)
+  return value
+
+
+def _positive_scalar(value, name, asserts):
+  """Returns `value` as a float32 scalar tensor; checks it is finite and > 0."""
+  static = _static_value(value)
+  if static is not None:
+    static = np.asarray(static)
+    if static.shape != () or not np.issubdtype(static.dtype, np.number):
+      raise ValueError(f"{name} must be a positive scalar; got {static!r}")
+    if not (np.isfinite(static) and static > 0):
+      raise ValueError(f"{name} must be a finite number > 0; got {static}")
+  tensor = tf.cast(value, tf.float32)
+  if tensor.shape.rank not in (None, 0):
+    raise ValueError(f"{name} must be a positive scalar; got shape {tensor.shape}")
+  if static is None:
+    asserts.append(tf.debugging.Assert(
+        tf.logical_and(tensor > 0, tf.math.is_finite(tensor)),
+        [f"{name} must be a finite number > 0; got", tensor]))
+  return tensor
+
+
+def _num_steps(value, asserts):
+  """Returns `value` as an int32 scalar tensor; checks it is an integer >= 0."""
+  if isinstance(value, bool) or (not tf.is_tensor(value) and
+                                 not isinstance(value, (int, np.integer))):
+    raise ValueError(f"num_steps must be an integer >= 0; got {value!r}")
+  if tf.is_tensor(value) and not value.dtype.is_integer:
+    raise ValueError(f"num_steps must be an integer >= 0; got dtype {value.dtype.name}")
+  static = _static_value(value)
+  if static is not None and (np.asarray(static).shape != () or static < 0):
+    raise ValueError(f"num_steps must be an integer >= 0; got {static}")
+  tensor = tf.cast(value, tf.int32)
+  if static is None:
+    asserts.append(tf.debugging.Assert(
+        tensor >= 0, ["num_steps must be an integer >= 0; got", tensor]))
+  return tensor
+
+
+def _energy_vector(energies, name):
+  """Squeezes energies of shape [B] or [B, 1] to a float32 [B] vector."""
+  energies = tf.convert_to_tensor(energies)
+  if energies.shape.rank is None:
+    energies = tf.reshape(energies, [-1])
+  elif energies.shape.rank == 2 and energies.shape[1] == 1:
+    energies = energies[:, 0]
+  elif energies.shape.rank != 1:
+    raise ValueError(f"{name} must return energies of shape [batch] or [batch, 1]; "
+                     f"got {energies.shape}")
+  return tf.cast(energies, tf.float32)
+
+
+def _check_x_init(x_init):
+  """Converts `x_init` to float32 and checks dtype, rank and finiteness."""
+  if not tf.is_tensor(x_init):
+    x_init = np.asarray(x_init)
+  dtype = tf.as_dtype(x_init.dtype)
+  if not dtype.is_floating:
+    raise ValueError(f"x_init must be float32 images in [-1, 1]; got dtype {dtype.name}")
+  x = tf.cast(x_init, tf.float32)
+  if x.shape.rank is None or x.shape.rank < 2:
+    raise ValueError(f"x_init must have shape [batch, ...] (rank >= 2); got shape {x.shape}")
+  finite = tf.reduce_all(tf.math.is_finite(x))
+  if tf.executing_eagerly():
+    if not bool(finite):
+      raise ValueError("x_init must be finite; got NaN or Inf values")
+    return x, []
+  return x, [tf.debugging.Assert(finite, ["x_init must be finite; got NaN or Inf values"])]
+
+
+def _check_seed(seed):
+  seed = tf.convert_to_tensor(seed)
+  if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
+    raise ValueError("seed must be an int32/int64 tensor of shape [2]; got "
+                     f"{seed.dtype.name} {seed.shape}")
+  if seed.dtype not in (tf.int32, tf.int64):
+    seed = tf.cast(seed, tf.int64)
+  return seed
+
+
+def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
+                    x_init,
+                    seed,
+                    *,
+                    num_steps,
+                    step_size,
+                    temperature=1.0,
+                    tau=None,
+                    prior_energy_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+                    prior_temperature=1.0,
+                    joint_temperature=1.0,
+                    grad_clip_norm=None,
+                    metropolis: bool = False,
+                    noise_fn: Optional[Callable[[tf.Tensor, tf.Tensor, tf.DType],
+                                                tf.Tensor]] = None) -> LangevinResult:
+  """Runs `num_steps` Langevin steps of U (see the module docstring) from `x_init`.
+
+  Works eagerly and inside a `tf.function` (also in a replica context): the loop is a
+  `tf.while_loop`, and `num_steps`, `step_size`, `temperature` may be Python numbers or scalar
+  tensors. Call it outside any `GradientTape` that watches the networks: the sampler is not
+  differentiable and its outputs are wrapped in `tf.stop_gradient`. Eagerly the loop runs op by op:
+  wrap the call in a `tf.function` or use `make_sampler` for speed. Cost: `num_steps` gradient
+  evaluations plus one forward pass for the final energies (MALA: `num_steps + 1` gradients).
+
+  Args:
+    energy_fn: maps x (float32 [B, ...]) to energies [B] or [B, 1] (e.g. a Keras EBM called with
+      `training=False`); low energy = data.
+    x_init: float [B, ...] (rank >= 2), e.g. NHWC images in [-1, 1]; cast to float32. Must be
+      finite.
+    seed: int32/int64 [2] stateless seed.
+    num_steps: int >= 0, number of Langevin steps K.
+    step_size: eps > 0; the drift is (eps^2/2) * grad U and the noise scale is eps.
+    temperature: T > 0; E enters U as E/T.
+    tau: std of the Gaussian term ||x||^2/(2 tau^2); None or 0 turns it off.
+    prior_energy_fn: optional frozen prior energy E0 with the same signature as `energy_fn`.
+    prior_temperature: T0 > 0; E0 enters U as E0/T0.
+    joint_temperature: > 0; divides E/T + E0/T0 (not the tau term), as in longrun evaluation.
+    grad_clip_norm: if set (> 0), each chain's gradient is clipped by global norm over its
+      non-batch axes to `grad_clip_norm / (eps^2/2)`, so its drift norm is at most this value.
+    metropolis: Python bool; if True, each proposal is accepted or rejected by MALA's
+      Metropolis-Hastings test with proposal density q(x'|x) = N(x - (eps^2/2) g(x), eps^2 I).
+    noise_fn: optional `noise_fn(step_index, shape, dtype) -> xi` replacing the default stateless
+      normal noise (for tests and oracles); `step_index` is an int32 scalar tensor, `shape` an
+      int32 tensor equal to `tf.shape(x_init)`.
+
+  Returns:
+    A `LangevinResult` (samples, energies, drift_norm, acceptance_rate); see its docstring.
+
+  Raises:
+    ValueError: for a non-float or rank < 2 `x_init`, NaN/Inf in an eager `x_init`, a bad seed,
+      `num_steps` < 0 or not an integer, and non-positive `step_size`, `temperature`,
+      `prior_temperature`, `joint_temperature` or `grad_clip_norm` known at trace time.
+      Values only known at run time are checked by graph assertions
+      (`tf.errors.InvalidArgumentError`; they are no-ops under XLA).
+  """
+  if not isinstance(metropolis, bool):
+    raise ValueError(f"metropolis must be a Python bool; got {metropolis!r}")
+  x, asserts = _check_x_init(x_init)
+  seed = _check_seed(seed)
+  num_steps = _num_steps(num_steps, asserts)
+  eps = _positive_scalar(step_size, "step_size", asserts)
+  temperature = _positive_scalar(temperature, "temperature", asserts)
+  if prior_energy_fn is not None:
+    prior_temperature = _positive_scalar(prior_temperature, "prior_temperature", asserts)
+  joint_temperature = _positive_scalar(joint_temperature, "joint_temperature", asserts)
+  clip = (None if grad_clip_norm is None else
+          _positive_scalar(grad_clip_norm, "grad_clip_norm", asserts))
+  inv_tau2 = None
+  if tau is not None:
+    static_tau = _static_value(tau)
+    if static_tau is not None and static_tau < 0:
+      raise ValueError(f"tau must be None or >= 0; got {static_tau}")
+    if static_tau is None or static_tau > 0:
+      tau = tf.cast(tau, tf.float32)
+      inv_tau2 = tf.where(tau > 0, 1.0 / tf.square(tau), 0.0)  # A run-time 0 also means off.
+
+  half_eps2 = 0.5 * tf.square(eps)
+  sample_axes = list(range(1, x.shape.rank))
+
+  def sq_norm(t):  # [B, ...] -> [B]
+    return tf.reduce_sum(tf.square(t), axis=sample_axes)
+
+  def potential_and_grad(x):
+    """Returns (U [B], E [B], clipped dU/dx) at x."""
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      energy = _energy_vector(energy_fn(x), "energy_fn")
+      u = energy / temperature
+      if prior_energy_fn is not None:
+        u += _energy_vector(prior_energy_fn(x), "prior_energy_fn") / prior_temperature
+      u /= joint_temperature
+      if inv_tau2 is not None:
+        u += 0.5 * inv_tau2 * sq_norm(x)
+      total = tf.reduce_sum(u)
+    grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if clip is not None:
+      grad = tf.clip_by_norm(grad, clip / half_eps2, axes=sample_axes)
+    return u, energy, grad
+
+  def noise(t, step_seed, shape):
+    if noise_fn is not None:
+      return tf.cast(noise_fn(t, shape, tf.float32), tf.float32)
+    return tf.random.stateless_normal(shape, seed=step_seed, dtype=tf.float32)
+
+  def drift_norm_of(grad):
+    return half_eps2 * tf.reduce_mean(tf.sqrt(sq_norm(grad)))
+
+  with tf.control_dependencies(asserts):
+    x = tf.identity(x)
+
+  if not metropolis:
+    def ula_body(t, x, _):
+      step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+      _, _, grad = potential_and_grad(x)
+      x = x - half_eps2 * grad + eps * noise(t, step_seed, tf.shape(x))
+      return t + 1, x, drift_norm_of(grad)
+
+    _, x, drift_norm = tf.while_loop(
+        lambda t, *_: t < num_steps, ula_body,
+        (tf.constant(0, tf.int32), x, tf.constant(0.0)))
+    energies = _energy_vector(energy_fn(x), "energy_fn")
+    acceptance = tf.constant(1.0)
+  else:
+    def mala_body(t, x, u, energy, grad, _, accepted):
+      step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+      xi = noise(t, step_seed, tf.shape(x))
+      proposal = x - half_eps2 * grad + eps * xi
+      u_new, energy_new, grad_new = potential_and_grad(proposal)
+      # log q(x | x') - log q(x' | x), with x' - x + half_eps2 * g(x) = eps * xi.
+      log_q_reverse = -sq_norm(x - proposal + half_eps2 * grad_new) / (2.0 * tf.square(eps))
+      log_q_forward = -0.5 * sq_norm(xi)
+      log_ratio = (u - u_new) + log_q_reverse - log_q_forward
+      log_uniform = tf.math.log(tf.random.stateless_uniform(
+          tf.shape(u), seed=tf.random.experimental.stateless_fold_in(step_seed, 1)))
+      accept = log_uniform < log_ratio  # NaN proposals are rejected.
+      mask = tf.reshape(accept, [-1] + [1] * len(sample_axes))
+      drift_norm = drift_norm_of(grad)
+      return (t + 1, tf.where(mask, proposal, x), tf.where(accept, u_new, u),
+              tf.where(accept, energy_new, energy), tf.where(mask, grad_new, grad),
+              drift_norm, accepted + tf.reduce_sum(tf.cast(accept, tf.float32)))
+
+    u0, energy0, grad0 = potential_and_grad(x)
+    _, x, _, energies, _, drift_norm, accepted = tf.while_loop(
+        lambda t, *_: t < num_steps, mala_body,
+        (tf.constant(0, tf.int32), x, u0, energy0, grad0, tf.constant(0.0), tf.constant(0.0)))
+    proposals = tf.cast(num_steps, tf.float32) * tf.cast(tf.shape(x)[0], tf.float32)
+    acceptance = tf.where(proposals > 0, accepted / tf.maximum(proposals, 1.0), 1.0)
+
+  return LangevinResult(samples=tf.stop_gradient(x), energies=tf.stop_gradient(energies),
+                        drift_norm=tf.stop_gradient(drift_norm),
+                        acceptance_rate=tf.stop_gradient(acceptance))
+
+
+def make_sampler(energy_fn: Callable[[tf.Tensor], tf.Tensor],
+                 sample_shape: Sequence[int],
+                 *,
+                 jit_compile: bool = False,
+                 **fixed_kwargs: Any):
+  """Returns a `tf.function` sampler that does not retrace for new batch sizes or step settings.
+
+  The returned function is
+  `sampler(x_init, seed, num_steps, step_size, temperature) -> LangevinResult` with the input
+  signature x_init float32 [None, *sample_shape], seed int32 [2], num_steps int32 [],
+  step_size float32 [], temperature float32 [] (Python numbers are converted).
+  `sampler.experimental_get_tracing_count()` counts its traces.
+
+  Args:
+    energy_fn: as in `langevin_sample`.
+    sample_shape: the non-batch shape of a sample, e.g. (H, W, C) for NHWC images.
+    jit_compile: compile with XLA (fast on GPU/TPU, slow on CPU for conv gradients).
+    **fixed_kwargs: keyword arguments of `langevin_sample` baked into the function: any of
+      tau, prior_energy_fn, prior_temperature, joint_temperature, grad_clip_norm, metropolis,
+      noise_fn.
+
+  Raises:
+    ValueError: for a bad `sample_shape` or an unknown or non-fixable keyword argument.
+  """
+  for name in fixed_kwargs:
+    if name not in _FIXED_ARGS:
+      hint = " (it is an argument of the returned function)" if name in _DYNAMIC_ARGS else ""
+      raise ValueError(f"make_sampler got an unexpected keyword argument {name!r}{hint}; "
+                       f"expected some of {_FIXED_ARGS}")
+  sample_shape = tuple(sample_shape)
+  if not sample_shape or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                 and d > 0 for d in sample_shape):
+    raise ValueError(f"sample_shape must be a non-empty tuple of positive ints; got {sample_shape}")
+
+  @tf.function(jit_compile=jit_compile, input_signature=[
+      tf.TensorSpec([None, *sample_shape], tf.float32, name="x_init"),
+      tf.TensorSpec([2], tf.int32, name="seed"),
+      tf.TensorSpec([], tf.int32, name="num_steps"),
+      tf.TensorSpec([], tf.float32, name="step_size"),
+      tf.TensorSpec([], tf.float32, name="temperature"),
+  ])
+  def sampler(x_init, seed, num_steps, step_size, temperature):
+    return langevin_sample(energy_fn, x_init, seed, num_steps=num_steps, step_size=step_size,
+                           temperature=temperature, **fixed_kwargs)
+
+  return sampler

@@ -1,0 +1,399 @@
+"""Maximum-likelihood EBM training with Langevin negatives: the loss, the distributed step, the loop.
+
+One training step (per replica, inside `strategy.run`):
+  1. negatives' initial states come from the init strategy (fresh generator samples, data, or a
+     persistent bank row with rejuvenation);
+  2. K Langevin steps of U = E/T [+ ||x||^2 / (2 tau^2)] revise them (`ebm_tf.langevin`);
+  3. loss = (mean E(x_data + data_epsilon * noise) - mean E(negatives)) / T / replicas, one Adam
+     step on the EBM;
+  4. cooperative generator step (coop modes): minimise sum ||negatives - G(z)||^2 / B;
+  5. the revised states go back to their bank slots (cross-replica, after `strategy.run`).
+All randomness is stateless, derived from (seed, global step, replica id), so a run is
+reproducible and a resumed run draws the same noise as an uninterrupted one.
+"""
+
+import dataclasses
+import os
+from typing import Dict, NamedTuple, Optional
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ebm_tf import checkpoints
+from ebm_tf import config as config_lib
+from ebm_tf import data
+from ebm_tf import distribute
+from ebm_tf import init_strategies
+from ebm_tf import langevin
+from ebm_tf import models
+from ebm_tf import summaries
+
+# Stream ids folded into the run seed: one independent random stream per purpose.
+_DRAW, _DATA_NOISE, _FRESH, _LATENT, _LANGEVIN, _BANK_INIT, _EVAL = range(7)
+
+
+def ml_loss(data_energies: tf.Tensor, negative_energies: tf.Tensor,
+            temperature: float, num_replicas: int = 1) -> tf.Tensor:
+  """Maximum-likelihood loss (mean E(data) - mean E(negatives)) / T / num_replicas.
+
+  Args:
+    data_energies: [B] float32 energies of the (noise-perturbed) data batch.
+    negative_energies: [B] float32 energies of the Langevin negatives.
+    temperature: T > 0.
+    num_replicas: the loss is divided by it so that the all-reduced (summed) gradient is the
+      gradient of the global-batch mean.
+  Returns:
+    Scalar float32. Its gradient lowers the energy of data and raises that of negatives.
+  """
+  difference = tf.reduce_mean(data_energies) - tf.reduce_mean(negative_energies)
+  return difference / temperature / num_replicas
+
+
+def uses_generator(mode: str) -> bool:
+  """True for the init modes whose negatives start from generator samples."""
+  return mode in ("coop", "coop_persistent")
+
+
+def make_optimizer(values, boundaries, ema_momentum: float, beta_1: float,
+                   beta_2: float) -> keras.optimizers.Adam:
+  """Adam on a piecewise-constant learning rate; EMA of the weights when ema_momentum > 0."""
+  if boundaries:
+    rate = keras.optimizers.schedules.PiecewiseConstantDecay(list(boundaries), list(values))
+  else:
+    rate = float(values[0])
+  return keras.optimizers.Adam(learning_rate=rate, beta_1=beta_1, beta_2=beta_2,
+                               use_ema=ema_momentum > 0, ema_momentum=ema_momentum or 0.99)
+
+
+def _fold(seed: tf.Tensor, *values) -> tf.Tensor:
+  for value in values:
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int32))
+  return seed
+
+
+class StepMetrics(NamedTuple):
+  """Per-step diagnostics, averaged over replicas (all scalar float32)."""
+  loss: tf.Tensor            # (mean E(data+) - mean E(neg)) / T
+  energy_diff: tf.Tensor     # mean E(data+) - mean E(neg), raw energies
+  data_energy: tf.Tensor
+  negative_energy: tf.Tensor
+  drift_norm: tf.Tensor      # mean eps^2/2 ||grad U|| at the last Langevin step
+  gen_loss: tf.Tensor        # 0 when there is no generator update
+  rejuvenated: tf.Tensor     # fraction of drawn bank slots re-initialised (0 without a bank)
+  mean_age: tf.Tensor        # mean age of the drawn slots before the draw
+
+
+class Trainer:
+  """Builds the networks, optimizers, banks and checkpoint of one run, and trains them.
+
+  Args:
+    config: the run's `TrainConfig`.
+    strategy: a tf.distribute strategy; default `distribute.make_strategy(config.strategy, ...)`.
+    dataset_fn: optional `fn(input_context) -> tf.data.Dataset` of per-replica batches of
+      `{'image': [B, H, W, C] float32 in [-1, 1], ...}`, replacing the config's dataset (tests).
+  """
+
+  def __init__(self, config: config_lib.TrainConfig,
+               strategy: Optional[tf.distribute.Strategy] = None, dataset_fn=None):
+    self.config = config
+    self.strategy = strategy or distribute.make_strategy(
+        config.strategy, num_cpu_devices=config.num_cpu_devices, tpu=config.tpu)
+    self.num_replicas = self.strategy.num_replicas_in_sync
+    self.num_local_replicas = distribute.num_local_replicas(self.strategy)
+    if config.batch_size % self.num_replicas:
+      raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of "
+                       f"replicas ({self.num_replicas})")
+    self.batch_per_replica = config.batch_size // self.num_replicas
+    self.image_shape = tuple(data.image_shape(config.dataset, config.image_size))
+    self.is_chief = distribute.is_chief(self.strategy)
+    if config.precision == "mixed_bfloat16":
+      keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    self._seed = tf.constant([config.seed, 0x5EB], tf.int32)
+    # Keras initialisers draw from the global seed: fix it so a run's initial weights (and so
+    # the whole run) are a function of config.seed.
+    keras.utils.set_random_seed(config.seed)
+    with self.strategy.scope():
+      self.ebm = models.build_ebm(config.ebm, self.image_shape)
+      self._energy = models.energy_fn(self.ebm)
+      self.ebm_optimizer = make_optimizer(config.ebm_lr_values, config.ebm_lr_boundaries,
+                                          config.ebm_opt_decay, config.beta_1, config.beta_2)
+      self.ebm_optimizer.build(self.ebm.trainable_variables)
+      self.generator = None
+      self.gen_optimizer = None
+      if uses_generator(config.mcmc_init):
+        self.generator = models.build_generator(config.generator, self.image_shape,
+                                                latent_dim=config.latent_dim)
+        self.gen_optimizer = make_optimizer(config.gen_lr_values, config.gen_lr_boundaries,
+                                            config.gen_opt_decay, config.beta_1, config.beta_2)
+        self.gen_optimizer.build(self.generator.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self.bank = None
+    if init_strategies.needs_bank(config.mcmc_init):
+      # As the reference: the bank is split evenly over replicas, rounded down to a multiple
+      # of the per-replica batch.
+      slots = config.persistent_size // self.num_replicas
+      slots = max(slots - slots % self.batch_per_replica, self.batch_per_replica)
+      self.bank = init_strategies.ChainBank(
+          config.mcmc_init, num_replicas=self.num_local_replicas, slots_per_replica=slots,
+          image_shape=self.image_shape,
+          latent_dim=config.latent_dim if uses_generator(config.mcmc_init) else 0,
+          rejuvenation_prob=config.rejuvenation_prob, max_mcmc_updates=config.max_mcmc_updates,
+          init_scale=config.persistent_init_scale)
+    self._dataset_fn = dataset_fn or self._default_dataset_fn
+    trackables = dict(ebm=self.ebm, ebm_optimizer=self.ebm_optimizer, step=self.step)
+    if self.generator is not None:
+      trackables.update(generator=self.generator, gen_optimizer=self.gen_optimizer)
+    if self.bank is not None:
+      trackables["bank"] = self.bank
+    checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+    if not self.is_chief:
+      # Non-chief workers must write their part of a multi-worker save, to a private place.
+      checkpoint_dir = os.path.join(config.model_dir, "worker_tmp",
+                                    str(self.strategy.cluster_resolver.task_id))
+    with self.strategy.scope():
+      self.checkpointer = checkpoints.Checkpointer(checkpoint_dir,
+                                                   max_to_keep=config.max_to_keep, **trackables)
+    self._train_step = tf.function(self._train_step_body)
+    self._langevin_kwargs = dict(num_steps=config.mcmc_steps, step_size=config.epsilon,
+                                 temperature=config.mcmc_temp, tau=config.tau or None,
+                                 grad_clip_norm=config.max_langevin_norm or None)
+
+  # -- data ---------------------------------------------------------------------------------
+  def _default_dataset_fn(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    c = self.config
+    return data.make_train_dataset(
+        c.dataset, batch_size_per_replica=self.batch_per_replica, data_dir=c.data_dir,
+        image_size=c.image_size, random_crop=c.random_crop, seed=c.seed,
+        input_context=input_context)
+
+  def make_iterator(self):
+    """A distributed iterator over per-replica data batches."""
+    dataset = self.strategy.distribute_datasets_from_function(self._dataset_fn)
+    return iter(dataset)
+
+  # -- negatives ----------------------------------------------------------------------------
+  def _generate(self, latents: tf.Tensor, training: bool) -> tf.Tensor:
+    return tf.cast(self.generator(latents, training=training), tf.float32)
+
+  def _latents(self, seed: tf.Tensor, batch: int) -> tf.Tensor:
+    return tf.random.stateless_normal([batch, self.config.latent_dim], seed=seed)
+
+  def _fresh_states(self, seed: tf.Tensor, data_images: tf.Tensor):
+    """Fresh initial states [B, H, W, C] (and latents [B, Z]) from the mode's init source."""
+    c = self.config
+    batch = tf.shape(data_images)[0]
+    latents = tf.zeros([batch, 0])
+    if uses_generator(c.mcmc_init):
+      latents = self._latents(seed, batch)
+      images = self._generate(latents, training=c.gen_batch_norm)
+    elif c.mcmc_init in ("data", "data_persistent"):
+      images = data_images
+    else:
+      images = c.persistent_init_scale * tf.random.stateless_uniform(
+          tf.shape(data_images), seed=seed, minval=-1.0, maxval=1.0)
+    return images, latents
+
+  def initialize_bank(self) -> None:
+    """Fills every bank slot from the init source (run once, at a fresh start)."""
+    if self.bank is None:
+      return
+    c = self.config
+    rows, slots = self.num_local_replicas, self.bank.slots_per_replica
+    seed = _fold(self._seed, _BANK_INIT)
+    if c.mcmc_init == "persistent":
+      self.bank.initialize(seed=seed)
+    elif c.mcmc_init == "data_persistent":
+      images = data.load_split(c.dataset, "train", data_dir=c.data_dir,
+                               image_size=c.image_size).map(lambda e: e["image"])
+      images = images.shuffle(10_000, seed=c.seed).repeat().batch(slots).take(rows)
+      self.bank.initialize(images=tf.stack(list(images)))
+    else:
+      latents = tf.random.stateless_normal([rows, slots, c.latent_dim], seed=seed)
+      chunks = [self._generate(chunk, training=False)
+                for chunk in tf.split(tf.reshape(latents, [rows * slots, -1]),
+                                      _even_chunks(rows * slots, 512))]
+      images = tf.reshape(tf.concat(chunks, 0), [rows, slots, *self.image_shape])
+      self.bank.initialize(images=images, latents=latents)
+
+  # -- the training step --------------------------------------------------------------------
+  def _replica_step(self, batch, draw, step_seed):
+    c = self.config
+    context = tf.distribute.get_replica_context()
+    replica_id = context.replica_id_in_sync_group
+    seed = _fold(step_seed, replica_id)
+    data_images = tf.cast(batch["image"], tf.float32)
+    positives = data_images + c.data_epsilon * tf.random.stateless_normal(
+        tf.shape(data_images), seed=_fold(seed, _DATA_NOISE))
+    fresh_images, fresh_latents = self._fresh_states(_fold(seed, _FRESH), data_images)
+    rejuvenated = tf.constant(0.0)
+    mean_age = tf.constant(0.0)
+    ages = None
+    if self.bank is None:
+      initial, latents = fresh_images, fresh_latents
+    else:
+      row = replica_id % self.num_local_replicas
+      mask = draw.rejuvenate[row]
+      initial, latents, ages = init_strategies.rejuvenate(
+          draw.images[row], draw.latents[row], draw.ages[row], mask, fresh_images,
+          fresh_latents if uses_generator(c.mcmc_init) else None)
+      rejuvenated = tf.reduce_mean(tf.cast(mask, tf.float32))
+      mean_age = tf.reduce_mean(tf.cast(draw.ages[row], tf.float32))
+
+    result = langevin.langevin_sample(self._energy, initial, _fold(seed, _LANGEVIN),
+                                      **self._langevin_kwargs)
+    negatives = tf.stop_gradient(result.samples)
+
+    with tf.GradientTape() as tape:
+      data_energies = self._energy(positives)
+      negative_energies = self._energy(negatives)
+      loss = ml_loss(data_energies, negative_energies, c.mcmc_temp, self.num_replicas)
+    grads = tape.gradient(loss, self.ebm.trainable_variables)
+    if c.clip_ebm_grad > 0:
+      grads = [tf.clip_by_norm(g, c.clip_ebm_grad) for g in grads]
+    self.ebm_optimizer.apply_gradients(zip(grads, self.ebm.trainable_variables))
+
+    gen_loss = tf.constant(0.0)
+    if self.generator is not None and c.update_generator:
+      with tf.GradientTape() as tape:
+        reconstruction = self._generate(latents, training=c.gen_batch_norm)
+        gen_loss = tf.reduce_sum(tf.square(negatives - reconstruction)) / tf.cast(
+            tf.shape(negatives)[0], tf.float32)
+        scaled = gen_loss / self.num_replicas
+      gen_vars = self.generator.trainable_variables
+      gen_grads = tape.gradient(scaled, gen_vars)
+      if c.clip_gen_grad > 0:
+        gen_grads = [tf.clip_by_norm(g, c.clip_gen_grad) for g in gen_grads]
+      self.gen_optimizer.apply_gradients(zip(gen_grads, gen_vars))
+
+    data_energy = tf.reduce_mean(data_energies)
+    negative_energy = tf.reduce_mean(negative_energies)
+    metrics = StepMetrics(
+        loss=loss * self.num_replicas, energy_diff=data_energy - negative_energy,
+        data_energy=data_energy, negative_energy=negative_energy,
+        drift_norm=result.drift_norm, gen_loss=gen_loss, rejuvenated=rejuvenated,
+        mean_age=mean_age)
+    states = (negatives, latents, ages) if self.bank is not None else ()
+    return metrics, states
+
+  def _train_step_body(self, iterator) -> StepMetrics:
+    step_seed = _fold(self._seed, self.step)
+    draw = None
+    if self.bank is not None:
+      draw = self.bank.draw(_fold(step_seed, _DRAW), self.batch_per_replica)
+    batch = next(iterator)
+    metrics, states = self.strategy.run(self._replica_step, args=(batch, draw, step_seed))
+    if self.bank is not None:
+      images, latents, ages = (tf.stack(self.strategy.experimental_local_results(s))
+                               for s in states)
+      self.bank.write_back(draw.indices, images, latents, ages)
+    self.step.assign_add(1)
+    return StepMetrics(*(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, m, axis=None)
+                         for m in metrics))
+
+  def train_step(self, iterator) -> StepMetrics:
+    """Runs one distributed training step; returns replica-averaged diagnostics."""
+    return self._train_step(iterator)
+
+  # -- samples for grids --------------------------------------------------------------------
+  def sample_grids(self, num_images: int) -> Dict[str, np.ndarray]:
+    """Images for the grids: bank states, raw generator samples, and fresh chains run
+    `eval_mcmc_steps` (default mcmc_steps) from the init source. Each [N, H, W, C] in R."""
+    c = self.config
+    grids = {}
+    seed = _fold(self._seed, _EVAL, self.step)
+    if self.bank is not None:
+      grids["bank"] = self.bank.images[0, :num_images].numpy()
+    if self.generator is not None:
+      latents = self._latents(_fold(seed, _LATENT), num_images)
+      initial = self._generate(latents, training=False)
+      grids["generator"] = initial.numpy()
+    elif c.mcmc_init in ("data", "data_persistent"):
+      initial = next(iter(data.load_split(c.dataset, "train", data_dir=c.data_dir,
+                                          image_size=c.image_size)
+                          .map(lambda e: e["image"]).batch(num_images)))
+    else:
+      initial = c.persistent_init_scale * tf.random.stateless_uniform(
+          [num_images, *self.image_shape], seed=_fold(seed, _FRESH), minval=-1.0, maxval=1.0)
+    grids["samples"] = self._eval_chains(tf.convert_to_tensor(initial),
+                                         _fold(seed, _LANGEVIN)).numpy()
+    return grids
+
+  @tf.function
+  def _eval_chains(self, initial: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    kwargs = dict(self._langevin_kwargs,
+                  num_steps=self.config.eval_mcmc_steps or self.config.mcmc_steps)
+    return langevin.langevin_sample(self._energy, initial, seed, **kwargs).samples
+
+  # -- the loop -----------------------------------------------------------------------------
+  def restore_or_initialize(self) -> int:
+    """Restores the newest readable checkpoint, or initialises the bank; returns the step."""
+    path = self.checkpointer.restore_latest()
+    if path is None:
+      self.initialize_bank()
+      logging.info("fresh start in %s", self.config.model_dir)
+    else:
+      logging.info("resumed from %s at step %d", path, int(self.step.numpy()))
+    return int(self.step.numpy())
+
+  def train(self) -> Dict[str, float]:
+    """Trains to `config.train_steps`, writing checkpoints, TensorBoard events, PNG grids and a
+    progress line. Resumes from the newest checkpoint in model_dir. Returns the last metrics."""
+    c = self.config
+    start = self.restore_or_initialize()
+    writer = summaries.SummaryWriter(os.path.join(c.model_dir, "tensorboard"),
+                                     enabled=self.is_chief)
+    if start == 0:
+      writer.hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                      for k, v in dataclasses.asdict(c).items()})
+    progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every)
+    iterator = self.make_iterator()
+    last = {}
+    step = start
+    if step == 0:
+      self._write_grids(writer, step)
+    while step < c.train_steps:
+      metrics = self.train_step(iterator)
+      step += 1
+      if step % c.log_every == 0 or step == c.train_steps:
+        last = {k: float(v) for k, v in metrics._asdict().items()}
+        _check_finite(last, step)
+        progress.update(step, energy_diff=last["energy_diff"], drift=last["drift_norm"])
+        scalars = dict(last, lr=float(self.ebm_optimizer.learning_rate))
+        if progress.steps_per_sec:
+          scalars["steps_per_sec"] = progress.steps_per_sec
+        writer.scalars(step, scalars)
+        if self.bank is not None:
+          writer.histogram(step, "bank/age", self.bank.ages[0])
+      if step % c.image_every == 0 or step == c.train_steps:
+        self._write_grids(writer, step)
+      if step % c.checkpoint_every == 0 or step == c.train_steps:
+        self.checkpointer.save(step)
+    writer.flush()
+    writer.close()
+    return last
+
+  def _write_grids(self, writer, step: int) -> None:
+    if not self.is_chief:
+      return
+    grids = self.sample_grids(self.config.num_grid_images)
+    for name, images in grids.items():
+      writer.images(step, f"images/{name}", images)
+      summaries.save_image_grid(images, os.path.join(self.config.model_dir, "samples",
+                                                     f"{name}_{step:07d}.png"))
+
+
+def _even_chunks(total: int, chunk: int):
+  sizes = [chunk] * (total // chunk)
+  if total % chunk:
+    sizes.append(total % chunk)
+  return sizes
+
+
+def _check_finite(metrics: Dict[str, float], step: int) -> None:
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    raise FloatingPointError(f"training diverged at step {step}: non-finite {bad}; the last "
+                             "good checkpoint is kept (lower the learning rate or epsilon)")
