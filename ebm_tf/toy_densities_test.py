@@ -15,16 +15,20 @@ _SEED = tf.constant([7, 11], tf.int32)
 _N = 20_000
 
 
-def _grid_integral(toy, m=600, margin=0.0):
-  """Midpoint-rule integral of exp(log_prob) over toy.bounds (+ margin), m x m points."""
+def _grid_log_prob(toy, m):
+  """log_prob at the m x m midpoints of toy.bounds, and the cell area."""
   (x0, x1), (y0, y1) = toy.bounds
-  x0, x1, y0, y1 = x0 - margin, x1 + margin, y0 - margin, y1 + margin
   xs = x0 + (np.arange(m) + 0.5) * (x1 - x0) / m
   ys = y0 + (np.arange(m) + 0.5) * (y1 - y0) / m
   gx, gy = np.meshgrid(xs, ys, indexing="ij")
   pts = tf.constant(np.stack([gx.ravel(), gy.ravel()], 1), tf.float64)
-  dens = np.exp(toy.log_prob(pts).numpy())
-  return dens.sum() * (x1 - x0) * (y1 - y0) / m**2
+  return toy.log_prob(pts).numpy(), (x1 - x0) * (y1 - y0) / m**2
+
+
+def _grid_integral(toy, m=600):
+  """Midpoint-rule integral of exp(log_prob) over toy.bounds, m x m points."""
+  log_p, area = _grid_log_prob(toy, m)
+  return np.exp(log_p).sum() * area
 
 
 def _expected_null_tv(probs, outside, n):
@@ -147,6 +151,22 @@ class ToyDensitiesTest(tf.test.TestCase, parameterized.TestCase):
     bad = toy_densities.histogram_distances(uniform, toy, bins=bins)
     self.assertGreater(bad["tv"], 5 * null_tv)
     self.assertGreater(bad["kl"], 0.3)
+
+  @parameterized.parameters(*toy_densities.TOY_NAMES)
+  def test_sample_mean_log_prob_is_negative_entropy(self, name):
+    # E_p[log p(x)] = int p log p: the samples' mean log-density against a grid integral.
+    toy = toy_densities.get_toy(name)
+    log_p, area = _grid_log_prob(toy, 600)
+    p = np.exp(log_p)
+    neg_entropy = np.sum(p[p > 0] * log_p[p > 0]) * area
+    sample_log_p = toy.log_prob(tf.cast(toy.sample(_SEED, _N), tf.float64)).numpy()
+    std_err = sample_log_p.std() / np.sqrt(_N)
+    self.assertAllClose(sample_log_p.mean(), neg_entropy, atol=4 * std_err + 1e-4)
+    if name == "checkerboard_smooth":  # power: 15% too much blur is caught
+      wrong = (toy_densities.get_toy("checkerboard").sample(_SEED, _N) +
+               1.15 * toy.sigma * tf.random.stateless_normal([_N, 2], seed=[9, 9]))
+      wrong_log_p = toy.log_prob(tf.cast(wrong, tf.float64)).numpy()
+      self.assertGreater(abs(wrong_log_p.mean() - neg_entropy), 4 * std_err + 1e-4)
 
   def test_histogram_detects_slightly_wrong_width(self):
     toy = toy_densities.get_toy("eight_gaussians", std=0.2)

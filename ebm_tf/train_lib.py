@@ -106,6 +106,9 @@ class Trainer:
       raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of "
                        f"replicas ({self.num_replicas})")
     self.batch_per_replica = config.batch_size // self.num_replicas
+    logging.info("strategy %s: %d replica(s), %d local, batch %d per replica",
+                 type(self.strategy).__name__, self.num_replicas, self.num_local_replicas,
+                 self.batch_per_replica)
     self.image_shape = tuple(data.image_shape(config.dataset, config.image_size))
     self.is_chief = distribute.is_chief(self.strategy)
     if config.precision == "mixed_bfloat16":
@@ -361,7 +364,7 @@ class Trainer:
         last = {k: float(v) for k, v in metrics._asdict().items()}
         _check_finite(last, step)
         progress.update(step, energy_diff=last["energy_diff"], drift=last["drift_norm"])
-        scalars = dict(last, lr=float(self.ebm_optimizer.learning_rate))
+        scalars = dict(last, lr=float(tf.convert_to_tensor(self.ebm_optimizer.learning_rate)))
         if progress.steps_per_sec:
           scalars["steps_per_sec"] = progress.steps_per_sec
         writer.scalars(step, scalars)

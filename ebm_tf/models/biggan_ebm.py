@@ -24,7 +24,6 @@ import keras
 from keras import ops
 
 from ebm_tf.models import shapes
-from ebm_tf.models import ebm_sngan
 
 # (downsample, in multiplier, out multiplier) per block and the index before which the
 # self-attention layer goes, per reference image size (nets.py `EBMBigGAN`).
@@ -164,8 +163,8 @@ def ebm_biggan(image_shape: Sequence[int] = (224, 224, 3),
   Args:
     image_shape: (H, W, C). H and W must survive the layout's down-samplings (at least 1 pixel
       at the end) and be even where the attention layer sits.
-    channel_width: ch (48 in the reference); must be divisible by 2 so that attention channels
-      are divisible by 8 in every layout.
+    channel_width: ch (48 in the reference). The attention input, ch times the layout's
+      multiplier there (4 for 224, 2 for 128, 1 for 64), must be divisible by 8.
     layout: which reference layout to use: 64, 128 or 224 (= 256); default: the image height.
       A small image with a big layout (e.g. 64x64 with layout 224) gives a cheap test model.
     power_iterations: spectral-norm power iterations per training call.

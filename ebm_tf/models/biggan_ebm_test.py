@@ -102,10 +102,12 @@ class FullSizeTest(tf.test.TestCase):
 class SmallTest(tf.test.TestCase):
   """The 224 layout at width 8 on 64x64 images (attention at 16x16)."""
 
-  def setUp(self):
-    super().setUp()
-    self.model = biggan_ebm.ebm_biggan((64, 64, 3), channel_width=8, layout=224)
-    self.x = tf.random.stateless_uniform([2, 64, 64, 3], [3, 4], -1, 1)
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # Shared by the tests below: each assertion holds for whatever weights the model has.
+    cls.model = biggan_ebm.ebm_biggan((64, 64, 3), channel_width=8, layout=224)
+    cls.x = tf.random.stateless_uniform([2, 64, 64, 3], [3, 4], -1, 1)
 
   def test_matches_reference_forward(self):
     rng = np.random.default_rng(0)
