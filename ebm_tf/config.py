@@ -7,6 +7,8 @@ library.
 """
 
 import dataclasses
+import json
+import os
 from typing import Optional, Tuple
 
 from absl import flags
@@ -211,4 +213,40 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS, **overrides) 
   if not values["model_dir"]:
     raise ValueError("--model_dir is required: where checkpoints, TensorBoard events and "
                      "sample grids are written")
+  return TrainConfig(**values)
+
+
+CONFIG_FILENAME = "config.json"
+
+
+def save_config(config: TrainConfig, model_dir: str) -> str:
+  """Writes `config` as `<model_dir>/config.json` (atomically: temp file, then rename).
+
+  Downstream tools (sampling, export, evaluation) rebuild the run's networks from it.
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  temp = f"{path}.tmp-{os.getpid()}"
+  with open(temp, "w") as f:
+    json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+  os.replace(temp, path)
+  return path
+
+
+def load_config(model_dir: str, **overrides) -> TrainConfig:
+  """Reads `<model_dir>/config.json` written by a training run (`overrides` win)."""
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no {CONFIG_FILENAME} in {model_dir!r}: is it the --model_dir of an "
+                            "ebm_tf training run?")
+  with open(path) as f:
+    values = json.load(f)
+  known = {field.name: field for field in dataclasses.fields(TrainConfig)}
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise ValueError(f"{path} has settings this version of ebm_tf does not know: {unknown}")
+  for name, value in values.items():
+    if isinstance(known[name].default, tuple):
+      values[name] = tuple(value)
+  values.update(overrides)
   return TrainConfig(**values)

@@ -68,6 +68,18 @@ class ConfigTest(parameterized.TestCase):
         [f"--flagfile={_ROOT}/flags/shortrun_digits.cfg", "--train_steps=7", "--model_dir=/x"]))
     self.assertEqual(config.train_steps, 7)
 
+  def test_save_and_load_round_trip(self):
+    model_dir = self.create_tempdir().full_path
+    config = config_lib.TrainConfig(model_dir=model_dir, ebm_lr_values=(1e-4, 1e-5),
+                                    ebm_lr_boundaries=(10,), tau=0.15)
+    config_lib.save_config(config, model_dir)
+    self.assertEqual(config_lib.load_config(model_dir), config)
+    self.assertEqual(config_lib.load_config(model_dir, train_steps=9).train_steps, 9)
+
+  def test_load_config_missing_file(self):
+    with self.assertRaisesRegex(FileNotFoundError, "no config.json in"):
+      config_lib.load_config(self.create_tempdir().full_path)
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -348,6 +348,8 @@ class Trainer:
     start = self.restore_or_initialize()
     writer = summaries.SummaryWriter(os.path.join(c.model_dir, "tensorboard"),
                                      enabled=self.is_chief)
+    if self.is_chief:
+      config_lib.save_config(c, c.model_dir)
     if start == 0:
       writer.hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                       for k, v in dataclasses.asdict(c).items()})
