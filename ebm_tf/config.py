@@ -30,7 +30,9 @@ class TrainConfig:
   random_crop: bool = False
   # Networks.
   ebm: str = "ebm_small"
+  ebm_width: int = 0
   generator: str = "gen_small"
+  gen_width: int = 0
   latent_dim: int = 16
   gen_batch_norm: bool = True
   update_generator: bool = True
@@ -63,6 +65,11 @@ class TrainConfig:
   persistent_init_scale: float = 1.0
   # Evaluation samples during training: fresh G(z) (or the init source) run this many steps.
   eval_mcmc_steps: int = 0
+  # Divergence guard: a step with non-finite metrics or |energy| > max_abs_energy (0 = off) is
+  # undone by restoring the last checkpoint; the lr is multiplied by divergence_lr_factor.
+  max_abs_energy: float = 0.0
+  divergence_lr_factor: float = 1.0
+  max_divergence_restarts: int = 3
   # Runtime.
   strategy: str = "default"
   num_cpu_devices: int = 0
@@ -112,6 +119,9 @@ def validate(config: TrainConfig) -> None:
          f"rejuvenation_prob must be in [0, 1]; got {c.rejuvenation_prob}")
   _check(c.max_mcmc_updates >= 0,
          f"max_mcmc_updates must be >= 0 (0 = no cap); got {c.max_mcmc_updates}")
+  _check(c.ebm_width >= 0 and c.gen_width >= 0,
+         f"ebm_width / gen_width must be >= 0 (0 = the architecture's default); got "
+         f"{c.ebm_width}, {c.gen_width}")
   _check(c.latent_dim > 0, f"latent_dim must be > 0; got {c.latent_dim}")
   _check(0.0 <= c.ebm_opt_decay < 1.0,
          f"ebm_opt_decay (EMA momentum, 0 = off) must be in [0, 1); got {c.ebm_opt_decay}")
@@ -137,6 +147,11 @@ def validate(config: TrainConfig) -> None:
   for name in ("log_every", "checkpoint_every", "image_every", "max_to_keep"):
     _check(getattr(c, name) > 0, f"{name} must be > 0; got {getattr(c, name)}")
   _check(c.num_grid_images > 0, f"num_grid_images must be > 0; got {c.num_grid_images}")
+  _check(c.max_abs_energy >= 0, f"max_abs_energy must be >= 0 (0 = off); got {c.max_abs_energy}")
+  _check(0 < c.divergence_lr_factor <= 1,
+         f"divergence_lr_factor must be in (0, 1]; got {c.divergence_lr_factor}")
+  _check(c.max_divergence_restarts >= 0,
+         f"max_divergence_restarts must be >= 0; got {c.max_divergence_restarts}")
   _check(c.num_cpu_devices >= 0, f"num_cpu_devices must be >= 0; got {c.num_cpu_devices}")
 
 
@@ -147,7 +162,9 @@ def define_train_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "data_dir": "tensorflow-datasets data_dir (prepared offline; nothing is downloaded)",
       "image_size": "output image size for celeb_a / imagenet2012 (None = dataset default)",
       "ebm": "energy network name (ebm_tf.models.build_ebm)",
+      "ebm_width": "channel width of the small EBMs (0 = the architecture's default)",
       "generator": "generator network name (ebm_tf.models.build_generator)",
+      "gen_width": "channel width of the small generators (0 = the architecture's default)",
       "gen_checkpoint": "checkpoint to load a pretrained generator from (frozen if "
                         "update_generator is false)",
       "batch_size": "global batch size (split evenly over replicas)",
@@ -167,6 +184,11 @@ def define_train_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "rejuvenation_prob": "probability that a drawn bank slot is re-initialised",
       "max_mcmc_updates": "force rejuvenation of slots used more than this often (0 = no cap)",
       "eval_mcmc_steps": "Langevin steps for the sample grids from fresh states (0 = mcmc_steps)",
+      "max_abs_energy": "divergence guard: undo a step whose mean |energy| exceeds this (0 = "
+                        "only non-finite steps)",
+      "divergence_lr_factor": "divergence guard: multiply the learning rates by this after "
+                              "each restore",
+      "max_divergence_restarts": "divergence guard: stop after this many consecutive restores",
       "strategy": f"tf.distribute strategy: one of {STRATEGIES}",
       "num_cpu_devices": "split the CPU into this many logical devices (tests stand-in for GPUs)",
       "tpu": "TPU address for --strategy=tpu",

@@ -65,10 +65,15 @@ def make_strategy(name: str = "default", *, num_cpu_devices: int = 0,
   return tf.distribute.TPUStrategy(resolver)
 
 
+def is_default_strategy(strategy: tf.distribute.Strategy) -> bool:
+  """True for TensorFlow's default (no-op) strategy: one replica, plain tf.data iterators."""
+  return not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy()
+
+
 def num_local_replicas(strategy: tf.distribute.Strategy) -> int:
   """Number of replicas that run in this process (all of them except under multi-worker)."""
-  if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
-    return 1  # The default strategy: one replica, and no worker_devices to ask.
+  if is_default_strategy(strategy):
+    return 1  # The default strategy has no worker_devices to ask.
   return len(strategy.extended.worker_devices)
 
 

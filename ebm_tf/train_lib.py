@@ -56,15 +56,34 @@ def uses_generator(mode: str) -> bool:
   return mode in ("coop", "coop_persistent")
 
 
-def make_optimizer(values, boundaries, ema_momentum: float, beta_1: float,
-                   beta_2: float) -> keras.optimizers.Adam:
-  """Adam on a piecewise-constant learning rate; EMA of the weights when ema_momentum > 0."""
-  if boundaries:
-    rate = keras.optimizers.schedules.PiecewiseConstantDecay(list(boundaries), list(values))
-  else:
-    rate = float(values[0])
-  return keras.optimizers.Adam(learning_rate=rate, beta_1=beta_1, beta_2=beta_2,
-                               use_ema=ema_momentum > 0, ema_momentum=ema_momentum or 0.99)
+class ScaledPiecewiseConstant(keras.optimizers.schedules.LearningRateSchedule):
+  """Piecewise-constant learning rate times a scale variable (lowered by the divergence guard).
+
+  lr(step) = values[i] * scale, where i = number of boundaries <= step.
+  """
+
+  def __init__(self, values, boundaries, scale: tf.Variable):
+    self.values = [float(v) for v in values]
+    self.boundaries = [int(b) for b in boundaries]
+    self.scale = scale
+
+  def __call__(self, step):
+    index = tf.reduce_sum(tf.cast(tf.cast(step, tf.int64) >= tf.constant(
+        self.boundaries, tf.int64, shape=[len(self.boundaries)]), tf.int32))
+    return tf.gather(tf.constant(self.values, tf.float32), index) * tf.cast(
+        tf.convert_to_tensor(self.scale), tf.float32)
+
+  def get_config(self):
+    return {"values": self.values, "boundaries": self.boundaries}
+
+
+def make_optimizer(values, boundaries, ema_momentum: float, beta_1: float, beta_2: float,
+                   lr_scale: tf.Variable) -> keras.optimizers.Adam:
+  """Adam on a (scaled) piecewise-constant learning rate; EMA of the weights when
+  ema_momentum > 0."""
+  return keras.optimizers.Adam(learning_rate=ScaledPiecewiseConstant(values, boundaries, lr_scale),
+                               beta_1=beta_1, beta_2=beta_2, use_ema=ema_momentum > 0,
+                               ema_momentum=ema_momentum or 0.99)
 
 
 def _fold(seed: tf.Tensor, *values) -> tf.Tensor:
@@ -118,21 +137,31 @@ class Trainer:
     # the whole run) are a function of config.seed.
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
-      self.ebm = models.build_ebm(config.ebm, self.image_shape)
+      self.ebm = models.build_ebm(config.ebm, self.image_shape,
+                                  **({"width": config.ebm_width} if config.ebm_width else {}))
       self._energy = models.energy_fn(self.ebm)
+      # Global step, lr scale (lowered by the divergence guard) and the restart count (folded
+      # into every seed, so a retried stretch of steps draws new noise) are checkpointed.
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale",
+                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.restarts = tf.Variable(0, dtype=tf.int64, trainable=False, name="restarts",
+                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.ebm_optimizer = make_optimizer(config.ebm_lr_values, config.ebm_lr_boundaries,
-                                          config.ebm_opt_decay, config.beta_1, config.beta_2)
+                                          config.ebm_opt_decay, config.beta_1, config.beta_2,
+                                          self.lr_scale)
       self.ebm_optimizer.build(self.ebm.trainable_variables)
       self.generator = None
       self.gen_optimizer = None
       if uses_generator(config.mcmc_init):
-        self.generator = models.build_generator(config.generator, self.image_shape,
-                                                latent_dim=config.latent_dim)
+        self.generator = models.build_generator(
+            config.generator, self.image_shape, latent_dim=config.latent_dim,
+            **({"width": config.gen_width} if config.gen_width else {}))
         self.gen_optimizer = make_optimizer(config.gen_lr_values, config.gen_lr_boundaries,
-                                            config.gen_opt_decay, config.beta_1, config.beta_2)
+                                            config.gen_opt_decay, config.beta_1, config.beta_2,
+                                            self.lr_scale)
         self.gen_optimizer.build(self.generator.trainable_variables)
-      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.bank = None
     if init_strategies.needs_bank(config.mcmc_init):
       # As the reference: the bank is split evenly over replicas, rounded down to a multiple
@@ -146,11 +175,19 @@ class Trainer:
           rejuvenation_prob=config.rejuvenation_prob, max_mcmc_updates=config.max_mcmc_updates,
           init_scale=config.persistent_init_scale)
     self._dataset_fn = dataset_fn or self._default_dataset_fn
-    trackables = dict(ebm=self.ebm, ebm_optimizer=self.ebm_optimizer, step=self.step)
+    trackables = dict(ebm=self.ebm, ebm_optimizer=self.ebm_optimizer, step=self.step,
+                      lr_scale=self.lr_scale, restarts=self.restarts)
     if self.generator is not None:
       trackables.update(generator=self.generator, gen_optimizer=self.gen_optimizer)
     if self.bank is not None:
       trackables["bank"] = self.bank
+    # The data position: TF can checkpoint the iterator of a single-device pipeline; a
+    # distributed iterator (MirroredStrategy and up) cannot be, so there a resumed run reseeds
+    # the shuffle with the resume step (see make_iterator).
+    self._iterator = None
+    if distribute.is_default_strategy(self.strategy):
+      self._iterator = self.make_iterator()
+      trackables["data_iterator"] = self._iterator
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     if not self.is_chief:
       # Non-chief workers must write their part of a multi-worker save, to a private place.
@@ -165,17 +202,27 @@ class Trainer:
                                  grad_clip_norm=config.max_langevin_norm or None)
 
   # -- data ---------------------------------------------------------------------------------
-  def _default_dataset_fn(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+  def _default_dataset_fn(self, input_context: tf.distribute.InputContext,
+                          data_seed: int) -> tf.data.Dataset:
     c = self.config
     return data.make_train_dataset(
         c.dataset, batch_size_per_replica=self.batch_per_replica, data_dir=c.data_dir,
-        image_size=c.image_size, random_crop=c.random_crop, seed=c.seed,
+        image_size=c.image_size, random_crop=c.random_crop, seed=data_seed,
         input_context=input_context)
 
-  def make_iterator(self):
-    """A distributed iterator over per-replica data batches."""
-    dataset = self.strategy.distribute_datasets_from_function(self._dataset_fn)
-    return iter(dataset)
+  def make_iterator(self, resume_step: int = 0):
+    """An iterator over per-replica data batches.
+
+    The shuffle seed is `config.seed`, or, for a distributed iterator resumed at
+    `resume_step` > 0, `config.seed + 7919 * resume_step` (a documented reseed: TF cannot
+    checkpoint a distributed iterator's position).
+    """
+    data_seed = self.config.seed + 7919 * resume_step
+    if self._dataset_fn == self._default_dataset_fn:
+      dataset_fn = lambda context: self._default_dataset_fn(context, data_seed)
+    else:
+      dataset_fn = self._dataset_fn
+    return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
   # -- negatives ----------------------------------------------------------------------------
   def _generate(self, latents: tf.Tensor, training: bool) -> tf.Tensor:
@@ -282,7 +329,7 @@ class Trainer:
     return metrics, states
 
   def _train_step_body(self, iterator) -> StepMetrics:
-    step_seed = _fold(self._seed, self.step)
+    step_seed = _fold(self._seed, self.step, self.restarts)
     draw = None
     if self.bank is not None:
       draw = self.bank.draw(_fold(step_seed, _DRAW), self.batch_per_replica)
@@ -343,30 +390,42 @@ class Trainer:
 
   def train(self) -> Dict[str, float]:
     """Trains to `config.train_steps`, writing checkpoints, TensorBoard events, PNG grids and a
-    progress line. Resumes from the newest checkpoint in model_dir. Returns the last metrics."""
+    progress line; resumes from the newest checkpoint in model_dir; guards against divergence
+    (see `_divergence`). Returns the metrics of the last step."""
     c = self.config
     start = self.restore_or_initialize()
-    writer = summaries.SummaryWriter(os.path.join(c.model_dir, "tensorboard"),
-                                     enabled=self.is_chief)
     if self.is_chief:
       config_lib.save_config(c, c.model_dir)
+    if self.checkpointer.latest_path is None:
+      self.checkpointer.save(start)  # A good state for the divergence guard to return to.
+    writer = summaries.SummaryWriter(os.path.join(c.model_dir, "tensorboard"),
+                                     enabled=self.is_chief)
     if start == 0:
       writer.hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                       for k, v in dataclasses.asdict(c).items()})
+      self._write_grids(writer, start)
     progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every)
-    iterator = self.make_iterator()
+    iterator = self._iterator or self.make_iterator(resume_step=start)
+    failures = 0
     last = {}
     step = start
-    if step == 0:
-      self._write_grids(writer, step)
     while step < c.train_steps:
-      metrics = self.train_step(iterator)
+      metrics = {k: float(v) for k, v in self.train_step(iterator)._asdict().items()}
+      problem = self._divergence(metrics)
+      if problem:
+        failures += 1
+        if failures > c.max_divergence_restarts:
+          raise FloatingPointError(
+              f"training diverged at step {step + 1} ({problem}) {failures} times in a row; "
+              f"stopping. The last good checkpoint is {self.checkpointer.latest_path}; lower "
+              "the learning rate or epsilon, or raise --max_divergence_restarts")
+        step = self._recover(problem, step + 1, writer)
+        continue
       step += 1
+      last = metrics
       if step % c.log_every == 0 or step == c.train_steps:
-        last = {k: float(v) for k, v in metrics._asdict().items()}
-        _check_finite(last, step)
-        progress.update(step, energy_diff=last["energy_diff"], drift=last["drift_norm"])
-        scalars = dict(last, lr=float(tf.convert_to_tensor(self.ebm_optimizer.learning_rate)))
+        progress.update(step, energy_diff=metrics["energy_diff"], drift=metrics["drift_norm"])
+        scalars = dict(metrics, lr=float(tf.convert_to_tensor(self.ebm_optimizer.learning_rate)))
         if progress.steps_per_sec:
           scalars["steps_per_sec"] = progress.steps_per_sec
         writer.scalars(step, scalars)
@@ -376,9 +435,41 @@ class Trainer:
         self._write_grids(writer, step)
       if step % c.checkpoint_every == 0 or step == c.train_steps:
         self.checkpointer.save(step)
+        failures = 0
     writer.flush()
     writer.close()
     return last
+
+  def _divergence(self, metrics: Dict[str, float]) -> Optional[str]:
+    """What is wrong with a step's metrics (non-finite, or |energy| above --max_abs_energy),
+    or None."""
+    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+    if bad:
+      return "non-finite " + ", ".join(f"{k}={metrics[k]}" for k in bad)
+    limit = self.config.max_abs_energy
+    if limit > 0:
+      worst = max(abs(metrics["data_energy"]), abs(metrics["negative_energy"]))
+      if worst > limit:
+        return f"|energy| {worst:.4g} > max_abs_energy {limit:g}"
+    return None
+
+  def _recover(self, problem: str, failed_step: int, writer) -> int:
+    """Restores the last good checkpoint, lowers the lr by --divergence_lr_factor and bumps the
+    restart count (so the retried steps draw new noise). Returns the restored step."""
+    restarts = int(self.restarts.numpy()) + 1
+    path = self.checkpointer.restore_latest()
+    if path is None:
+      raise FloatingPointError(f"training diverged at step {failed_step} ({problem}) and there "
+                               "is no checkpoint to return to")
+    self.restarts.assign(restarts)
+    self.lr_scale.assign(self.lr_scale * self.config.divergence_lr_factor)
+    step = int(self.step.numpy())
+    logging.warning("divergence at step %d (%s): restored %s (step %d), lr scale now %g, "
+                    "restart %d", failed_step, problem, path, step, float(self.lr_scale.numpy()),
+                    restarts)
+    writer.scalars(failed_step, {"divergence/restarts": restarts,
+                                 "divergence/lr_scale": float(self.lr_scale.numpy())})
+    return step
 
   def _write_grids(self, writer, step: int) -> None:
     if not self.is_chief:
@@ -395,10 +486,3 @@ def _even_chunks(total: int, chunk: int):
   if total % chunk:
     sizes.append(total % chunk)
   return sizes
-
-
-def _check_finite(metrics: Dict[str, float], step: int) -> None:
-  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-  if bad:
-    raise FloatingPointError(f"training diverged at step {step}: non-finite {bad}; the last "
-                             "good checkpoint is kept (lower the learning rate or epsilon)")

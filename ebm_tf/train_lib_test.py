@@ -99,6 +99,42 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(*runs):
       self.assertAllEqual(a, b)
 
+  def test_divergence_guard_restores_and_lowers_lr(self):
+    model_dir = self.create_tempdir().full_path
+    trainer = train_lib.Trainer(_config(model_dir, train_steps=4, divergence_lr_factor=0.5))
+    real_step = trainer.train_step
+    injected = []
+
+    def step_with_nan_once(iterator):
+      if int(trainer.step.numpy()) == 2 and not injected:
+        kernel = trainer.ebm.trainable_variables[0]
+        kernel.assign(tf.fill(kernel.shape, float("nan")))
+        injected.append(True)
+      return real_step(iterator)
+
+    trainer.train_step = step_with_nan_once
+    with self.assertLogs(level="WARNING") as logs:
+      metrics = trainer.train()
+    self.assertTrue(injected)
+    self.assertTrue(any("divergence at step 3" in line and "restored" in line
+                        for line in logs.output), logs.output)
+    self.assertEqual(int(trainer.step.numpy()), 4)
+    self.assertEqual(int(trainer.restarts.numpy()), 1)
+    self.assertAllClose(trainer.lr_scale.numpy(), 0.5)
+    self.assertAllClose(float(tf.convert_to_tensor(trainer.ebm_optimizer.learning_rate)), 0.5e-4)
+    self.assertTrue(all(np.all(np.isfinite(v.numpy())) for v in trainer.ebm.variables))
+    self.assertTrue(all(np.isfinite(v) for v in metrics.values()))
+
+  def test_divergence_guard_stops_after_repeated_failures(self):
+    def nan_data(unused_context):
+      images = tf.fill([8, 8, 8, 1], float("nan"))
+      return tf.data.Dataset.from_tensors({"image": images, "label": tf.zeros([8], tf.int64)}
+                                          ).repeat()
+    trainer = train_lib.Trainer(
+        _config(self.create_tempdir().full_path, max_divergence_restarts=2), dataset_fn=nan_data)
+    with self.assertRaisesRegex(FloatingPointError, "diverged at step 1 .*3 times in a row"):
+      trainer.train()
+
   def test_batch_not_divisible_by_replicas(self):
     # The default strategy has one replica: every batch size divides; check the message path
     # with a config error instead.

@@ -1,0 +1,744 @@
+"""l_inf PGD attacks on the Langevin-purification defense: BPDA + EOT, full gradient, undefended.
+
+The protocol of Hill et al. (2022) (spec section 2, reference `attack.py`), for images X with
+labels y, radius eps and step eta (both given in /255 units and applied to [-1, 1] pixels as
+`to_pixel_units(v) = v * 2 / 255`, so 8/255 acts as 16/255 on [-1, 1]):
+
+1. Natural accuracy: each image is classified by the defense with `eot_defense_reps`
+   purifications (logits averaged); a wrong image counts as broken from the start.
+2. Random start: X_adv = clip(X + eps * U[-1, 1], -1, 1).
+3. For t = 0 .. adv_steps (adv_steps + 1 evaluations): the defense with `eot_attack_reps`
+   purifications classifies X_adv; every still-defended image it gets wrong is re-checked with
+   `eot_defense_reps` purifications and, if that is also wrong, marked broken PERMANENTLY. Then
+   (for t < adv_steps), with the gradient g of CE(mean-over-reps logits, y) from the same
+   purifications, X_adv <- clip(Proj_{||. - X||_inf <= eps}(X_adv + eta * sign(g)), -1, 1).
+   The sign step and the projection are cleverhans' `optimize_linear` and `clip_eta`.
+Robust accuracy = the fraction of images never broken; the curve has adv_steps + 2 entries
+(natural, then one per evaluation). After every step this module checks the eps-ball and the
+[-1, 1] range itself (cleverhans runs with `sanity_checks=False`: its checks crash on numpy 2).
+
+Gradients through the purifier:
+- BPDA (`bpda_purify`): forward = Langevin purification, backward = identity, so the gradient
+  w.r.t. the input is the classifier's gradient taken at the purified images, summed over the
+  EOT repeats (a `tf.custom_gradient`; its grad takes `variables` and returns zeros for the EBM
+  weights the purifier reads).
+- Full gradient (`full_gradient_purify`): backpropagates through every Langevin step of a short
+  chain (at most `max_chain_steps`); memory grows with the chain length. For ReLU energies the
+  Hessian vanishes almost everywhere, so this equals BPDA there; it differs for smooth energies.
+
+Seeds are stateless int32 [2] tensors. `pgd_attack(..., seed)` derives: natural evaluation
+fold_in(seed, 0); random start fold_in(seed, 1); attack evaluation and gradient at step t
+fold_in(fold_in(seed, 2), t); verification at step t, chunk c
+fold_in(fold_in(fold_in(seed, 3), t), c). `BPDAModel` (a cleverhans `model_fn`) uses
+fold_in(seed, i) on its i-th call (i = 0, 1, ..., counted by its `calls` variable).
+"""
+
+import statistics
+from typing import Callable, NamedTuple, Optional
+
+from absl import logging
+from cleverhans.tf2 import utils as cleverhans_utils
+import numpy as np
+import tensorflow as tf
+
+from ebm_tf import langevin
+from ebm_tf import purify as purify_lib
+
+MAX_CHAIN_STEPS = 50
+
+# logits_fn(images float32 [N, H, W, C], seed int32 [2]) -> logits float32 [N, K].
+LogitsFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+_BALL_TOLERANCE = 1e-5  # float32 rounding of x + (x_adv - x) on [-1, 1] pixels
+
+
+def _number(value, name, *, minimum=0.0, strict=False) -> float:
+  """`value` as a finite Python float >= minimum (> minimum if strict)."""
+  try:
+    number = float(np.asarray(value))
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a finite number; got {value!r}") from None
+  if isinstance(value, bool) or not np.isfinite(number) or (
+      number <= minimum if strict else number < minimum):
+    raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}; got "
+                     f"{value!r}")
+  return number
+
+
+def _count(value, name, *, minimum=0) -> int:
+  """`value` as a Python int >= minimum."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+  return int(value)
+
+
+def _check_seed(seed) -> tf.Tensor:
+  seed = tf.convert_to_tensor(seed)
+  if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
+    raise ValueError("seed must be an int32/int64 tensor of shape [2]; got "
+                     f"{seed.dtype.name} {seed.shape}")
+  return tf.cast(seed, tf.int32)
+
+
+def _fold(seed, *data) -> tf.Tensor:
+  for d in data:
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(d, tf.int32))
+  return tf.cast(seed, tf.int32)
+
+
+def to_pixel_units(eps_255) -> float:
+  """Converts a perturbation size in /255 units of [0, 1] images to [-1, 1] pixel units.
+
+  Args:
+    eps_255: finite number >= 0, e.g. 8 for the CIFAR-10 radius 8/255.
+
+  Returns:
+    eps_255 * 2 / 255 as a Python float (8 -> 16/255 = 0.0627...).
+
+  Raises:
+    ValueError: for a negative or non-finite value.
+  """
+  return _number(eps_255, "eps_255") * 2.0 / 255.0
+
+
+def accuracy_with_ci(correct_mask, confidence: float = 0.95):
+  """Accuracy with its Wilson score interval.
+
+  Args:
+    correct_mask: bool or 0/1 array [N], N >= 1.
+    confidence: two-sided level in (0, 1).
+
+  Returns:
+    (accuracy, lower, upper) Python floats in [0, 1].
+
+  Raises:
+    ValueError: for an empty or non-1-D mask, values other than 0/1, or a bad confidence.
+  """
+  mask = np.asarray(correct_mask)
+  if mask.ndim != 1 or mask.size == 0:
+    raise ValueError(f"correct_mask must be a non-empty 1-D array; got shape {mask.shape}")
+  if not np.all((mask == 0) | (mask == 1)):
+    raise ValueError("correct_mask must hold booleans or 0/1 values")
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+  n = mask.size
+  p = float(np.mean(mask.astype(np.float64)))
+  z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+  denominator = 1.0 + z * z / n
+  center = (p + z * z / (2.0 * n)) / denominator
+  half = z * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denominator
+  return p, max(0.0, center - half), min(1.0, center + half)
+
+
+# ------------------------------------------------------------------------------------------
+# Differentiable views of the defense.
+
+
+def bpda_purify(energy_fn: purify_lib.EnergyFn,
+                images,
+                seed,
+                *,
+                num_steps,
+                step_size,
+                temperature,
+                num_repeats=1,
+                purifier=None) -> tf.Tensor:
+  """Purification with a BPDA (identity) gradient: [B, H, W, C] -> [R, B, H, W, C].
+
+  Forward: `purify.purify` (or `purifier`, e.g. from `purify.make_purifier`, which is faster
+  eagerly). Backward: d purified[r, b] / d images[b] = I, so an upstream gradient [R, B, ...]
+  becomes its sum over r.
+
+  Args:
+    energy_fn, images, seed, num_steps, step_size, temperature, num_repeats: as in
+      `purify.purify`.
+    purifier: optional `purifier(images, seed, num_steps, step_size, temperature, num_repeats)`
+      computing the same as `purify.purify` (e.g. `purify.make_purifier(energy_fn, shape)`).
+
+  Returns:
+    float32 [R, B, H, W, C].
+  """
+  x = purify_lib.check_images(images)
+  seed = _check_seed(seed)
+
+  @tf.custom_gradient
+  def identity_through_purifier(x, seed):
+    if purifier is None:
+      purified = purify_lib.purify(energy_fn, x, seed, num_steps=num_steps, step_size=step_size,
+                                   temperature=temperature, num_repeats=num_repeats)
+    else:
+      purified = purifier(x, seed, num_steps, step_size, temperature, num_repeats)
+
+    def grad(upstream, variables=None):
+      input_grads = (tf.reduce_sum(upstream, axis=0), None)
+      if variables is None:
+        return input_grads
+      # The purifier reads the EBM's weights; BPDA gives them no gradient.
+      return input_grads, [tf.zeros_like(v) for v in variables]
+
+    return purified, grad
+
+  return identity_through_purifier(x, seed)
+
+
+def bpda_eot_logits(classifier: purify_lib.Classifier,
+                    energy_fn: purify_lib.EnergyFn,
+                    images,
+                    seed,
+                    *,
+                    num_steps,
+                    step_size,
+                    temperature,
+                    num_repeats,
+                    purifier=None) -> tf.Tensor:
+  """EOT logits [B, K] (mean over R purifications) whose input gradient is BPDA's.
+
+  The value equals `purify.eot_logits` with the same seed; the gradient w.r.t. `images` is the
+  gradient of the classifier taken at the purified images, summed over the R repeats.
+  Arguments as in `bpda_purify` plus `classifier` (Keras model or callable -> logits [N, K]).
+  """
+  purified = bpda_purify(energy_fn, images, seed, num_steps=num_steps, step_size=step_size,
+                         temperature=temperature, num_repeats=num_repeats, purifier=purifier)
+  return purify_lib.mean_logits(classifier, purified)
+
+
+class BPDAModel(tf.Module):
+  """A cleverhans `model_fn`: images -> BPDA + EOT logits, with a fresh stateless seed per call.
+
+  `model(x)` returns `bpda_eot_logits(classifier, energy_fn, x, fold_in(seed, i), ...)` with i
+  the number of earlier calls (the int32 variable `model.calls`, incremented by each call, also
+  inside a `tf.function` such as cleverhans' `compute_gradient`). Hence in cleverhans'
+  `projected_gradient_descent(model, x, ..., y=labels, nb_iter=n, sanity_checks=False)` each
+  iteration sees new purification noise; without `y` the first call labels the clean images.
+  Reset with `model.calls.assign(0)`; `model.call_seed(i)` is the seed of call i.
+
+      model = BPDAModel(clf, energy_fn(ebm), [0, 1], num_steps=2000, step_size=0.01,
+                        temperature=1e-4, eot_reps=48)
+      x_adv = projected_gradient_descent(model, x, eps, eps_iter, 50, np.inf, clip_min=-1.,
+                                         clip_max=1., y=y, rand_init=True, sanity_checks=False)
+  """
+
+  def __init__(self, classifier, energy_fn, seed, *, num_steps: int, step_size: float,
+               temperature: float, eot_reps: int, name: Optional[str] = None):
+    """Args: as `bpda_eot_logits`, with `eot_reps` (int >= 1) purifications per image.
+
+    Raises:
+      ValueError: for a bad seed, num_steps < 0, step_size or temperature <= 0, eot_reps < 1.
+    """
+    super().__init__(name=name)
+    self._classifier = classifier
+    self._energy_fn = energy_fn
+    self._seed = _check_seed(seed)
+    self.num_steps = _count(num_steps, "num_steps")
+    self.step_size = _number(step_size, "step_size", strict=True)
+    self.temperature = _number(temperature, "temperature", strict=True)
+    self.eot_reps = _count(eot_reps, "eot_reps", minimum=1)
+    self.calls = tf.Variable(0, dtype=tf.int32, trainable=False, name="calls")
+    self._purifiers = {}
+
+  def call_seed(self, index) -> tf.Tensor:
+    """The int32 [2] seed of call number `index`."""
+    return _fold(self._seed, index)
+
+  def logits(self, images, seed) -> tf.Tensor:
+    """BPDA + EOT logits [B, K] of images [B, H, W, C] in [-1, 1] with an explicit seed."""
+    x = purify_lib.check_images(images)
+    shape = tuple(x.shape[1:].as_list())
+    if shape not in self._purifiers:  # a tf.function purifier keeps eager calls fast
+      self._purifiers[shape] = purify_lib.make_purifier(self._energy_fn, shape)
+    return bpda_eot_logits(self._classifier, self._energy_fn, x, seed, num_steps=self.num_steps,
+                           step_size=self.step_size, temperature=self.temperature,
+                           num_repeats=self.eot_reps, purifier=self._purifiers[shape])
+
+  def __call__(self, images) -> tf.Tensor:
+    index = self.calls.assign_add(1) - 1
+    return self.logits(images, self.call_seed(index))
+
+
+def full_gradient_purify(energy_fn: purify_lib.EnergyFn,
+                         images,
+                         seed,
+                         *,
+                         num_steps,
+                         step_size,
+                         temperature,
+                         num_repeats=1,
+                         max_chain_steps: int = MAX_CHAIN_STEPS) -> tf.Tensor:
+  """Purification that is differentiable through every Langevin step: [B,H,W,C] -> [R,B,H,W,C].
+
+  Same values as `purify.purify` with the same seed: each step is one call of
+  `langevin.langevin_sample` with num_steps=1, fed the noise that step t of a K-step chain with
+  `seed` draws. The sampler stops gradients, so each step's output is given the gradient of
+  its drift d(x) = x - (eps^2/2) grad(sum E(x)/T) (the noise does not depend on x):
+      x_{t+1} = sample_t + (d(x_t) - stop_gradient(d(x_t))),
+  whose value is exactly sample_t and whose Jacobian is I - (eps^2/2) Hessian(sum E/T).
+  Per step this costs about two energy gradients plus second-order backprop, and the backward
+  pass keeps every step's activations: chains are limited to `max_chain_steps`.
+
+  Args:
+    energy_fn, images, seed, step_size, temperature, num_repeats: as in `purify.purify`.
+    num_steps: int (or int32 scalar tensor) in [0, max_chain_steps].
+    max_chain_steps: the memory cap on num_steps (a Python int >= 1).
+
+  Returns:
+    float32 [R, B, H, W, C], differentiable w.r.t. images.
+
+  Raises:
+    ValueError: for num_steps above max_chain_steps (use BPDA for long chains) and the errors
+      of `purify.purify`. A run-time num_steps out of range fails a graph assertion.
+  """
+  max_chain_steps = _count(max_chain_steps, "max_chain_steps", minimum=1)
+  if tf.is_tensor(num_steps) and tf.get_static_value(num_steps) is None:
+    if not num_steps.dtype.is_integer:
+      raise ValueError(f"num_steps must be an integer; got dtype {num_steps.dtype.name}")
+    steps = tf.cast(num_steps, tf.int32)
+    in_range = tf.logical_and(steps >= 0, steps <= max_chain_steps)
+    with tf.control_dependencies([tf.debugging.Assert(in_range, [
+        f"num_steps must be in [0, max_chain_steps={max_chain_steps}]; got", steps])]):
+      steps = tf.identity(steps)
+  else:
+    static = num_steps if not tf.is_tensor(num_steps) else tf.get_static_value(num_steps)
+    if isinstance(static, np.ndarray) and static.shape == ():
+      static = static.item()
+    static = _count(static, "num_steps")
+    if static > max_chain_steps:
+      raise ValueError(f"full-gradient purification keeps the activations of every Langevin "
+                       f"step: num_steps must be <= max_chain_steps={max_chain_steps}; got "
+                       f"{static} (use BPDA for long chains)")
+    steps = tf.constant(static, tf.int32)
+  x = purify_lib.check_images(images)
+  reps = purify_lib.check_num_repeats(num_repeats)
+  seed = _check_seed(seed)
+  eps = tf.cast(step_size, tf.float32)
+  temperature = tf.cast(temperature, tf.float32)
+
+  def body(t, chains):
+    step_seed = _fold(seed, t)  # the seed step t of langevin_sample(..., seed) draws from
+
+    def noise_fn(unused_index, shape, dtype):
+      return tf.random.stateless_normal(shape, seed=step_seed, dtype=dtype)
+
+    sample = langevin.langevin_sample(energy_fn, chains, seed, num_steps=1, step_size=eps,
+                                      temperature=temperature, noise_fn=noise_fn).samples
+    with tf.GradientTape() as tape:
+      tape.watch(chains)
+      potential = tf.reduce_sum(tf.cast(energy_fn(chains), tf.float32)) / temperature
+    drift = chains - 0.5 * tf.square(eps) * tape.gradient(potential, chains)
+    return t + 1, sample + (drift - tf.stop_gradient(drift))
+
+  chains = tf.tile(x, tf.stack([reps, 1, 1, 1]))
+  _, chains = tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0, tf.int32), chains),
+                            maximum_iterations=max_chain_steps)
+  out = tf.reshape(chains, tf.concat([[reps], tf.shape(x)], 0))
+  out.set_shape([tf.get_static_value(reps)] + x.shape.as_list())
+  return out
+
+
+def full_gradient_eot_logits(classifier: purify_lib.Classifier,
+                             energy_fn: purify_lib.EnergyFn,
+                             images,
+                             seed,
+                             *,
+                             num_steps: int,
+                             step_size,
+                             temperature,
+                             num_repeats,
+                             max_chain_steps: int = MAX_CHAIN_STEPS) -> tf.Tensor:
+  """EOT logits [B, K] differentiable through the whole (short) chain; see
+  `full_gradient_purify` for the arguments."""
+  purified = full_gradient_purify(energy_fn, images, seed, num_steps=num_steps,
+                                  step_size=step_size, temperature=temperature,
+                                  num_repeats=num_repeats, max_chain_steps=max_chain_steps)
+  return purify_lib.mean_logits(classifier, purified)
+
+
+# ------------------------------------------------------------------------------------------
+# The attack protocol.
+
+
+class AttackResult(NamedTuple):
+  """What the PGD attacks return (numpy arrays; B images, adv_steps + 1 evaluations).
+
+  Attributes:
+    accuracy_curve: float64 [adv_steps + 2]: natural accuracy, then after each evaluation the
+      fraction of images not (yet) broken; non-increasing.
+    natural_correct: bool [B]: the defense classified the clean image correctly.
+    robust_correct: bool [B]: naturally correct and never broken (mean = robust accuracy).
+    broken: bool [B]: naturally correct but broken at some evaluation.
+    broken_at: int64 [B]: the evaluation index t (0 .. adv_steps) of the break; -1 otherwise.
+    adversarial_images: float32 [B, H, W, C]: the image at the break for broken images, the
+      clean image for naturally wrong ones, the last evaluated X_adv for the others.
+    eps: the radius in [-1, 1] pixel units.
+    step_size: the PGD step in [-1, 1] pixel units.
+    trajectory: float32 [adv_steps + 1, B, H, W, C]: every evaluated X_adv, or None.
+  """
+  accuracy_curve: np.ndarray
+  natural_correct: np.ndarray
+  robust_correct: np.ndarray
+  broken: np.ndarray
+  broken_at: np.ndarray
+  adversarial_images: np.ndarray
+  eps: float
+  step_size: float
+  trajectory: Optional[np.ndarray]
+
+  @property
+  def natural_accuracy(self) -> float:
+    return float(self.accuracy_curve[0])
+
+  @property
+  def robust_accuracy(self) -> float:
+    return float(self.accuracy_curve[-1])
+
+
+def check_perturbation(x_adv, images, eps: float, what: str = "x_adv") -> None:
+  """Raises AssertionError unless |x_adv - images|_inf <= eps and x_adv is in [-1, 1]."""
+  x_adv = np.asarray(x_adv)
+  distance = float(np.max(np.abs(x_adv - np.asarray(images)))) if x_adv.size else 0.0
+  if distance > eps + _BALL_TOLERANCE:
+    raise AssertionError(f"{what} left the eps-ball: max |x_adv - x| = {distance:.6g} > "
+                         f"eps = {eps:.6g}")
+  if x_adv.size and (x_adv.min() < -1.0 or x_adv.max() > 1.0):
+    raise AssertionError(f"{what} left [-1, 1]: values in [{x_adv.min():.6g}, "
+                         f"{x_adv.max():.6g}]")
+
+
+def _check_labels(labels, batch):
+  labels = np.asarray(labels)
+  if labels.shape != (batch,) or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"labels must be integers of shape [{batch}]; got {labels.dtype} "
+                     f"{labels.shape}")
+  if labels.size and labels.min() < 0:
+    raise ValueError(f"labels must be >= 0; got {labels.min()}")
+  return labels.astype(np.int64)
+
+
+def _logits_of(logits_fn, images, seed, batch_name):
+  logits = tf.convert_to_tensor(logits_fn(images, seed))
+  if logits.shape.rank != 2:
+    raise ValueError(f"{batch_name} must return logits of shape [batch, num_classes]; got "
+                     f"{logits.shape}")
+  return tf.cast(logits, tf.float32)
+
+
+def pgd_attack(attack_logits_fn: LogitsFn,
+               images,
+               labels,
+               seed,
+               *,
+               eps_255,
+               step_size_255,
+               adv_steps: int,
+               verify_logits_fn: Optional[LogitsFn] = None,
+               verify_all: bool = False,
+               verify_batch_size: Optional[int] = None,
+               random_start: bool = True,
+               loss_fn=None,
+               return_trajectory: bool = False,
+               log_every: int = 0) -> AttackResult:
+  """l_inf PGD with permanent-break bookkeeping (the protocol in the module docstring).
+
+  Args:
+    attack_logits_fn: `(images [N, H, W, C], seed int32 [2]) -> logits [N, K]`, differentiable
+      w.r.t. images; its gradient drives the attack (BPDA, full gradient or plain) and its
+      predictions are the per-step evaluation. Called inside a `tf.function`.
+    images: float [B, H, W, C] in [-1, 1], the clean images X.
+    labels: int [B], the true classes y.
+    seed: int32/int64 [2] stateless seed (derived seeds: module docstring).
+    eps_255: l_inf radius in /255 units (>= 0); acts as eps_255 * 2/255 on [-1, 1] pixels.
+    step_size_255: PGD step eta in /255 units (>= 0).
+    adv_steps: int >= 0, PGD steps; adv_steps + 1 evaluations.
+    verify_logits_fn: optional `(images, seed) -> logits` for the natural evaluation and to
+      re-check wrong predictions (e.g. EOT with more repeats); None: a wrong attack prediction
+      breaks the image at once and the natural evaluation uses attack_logits_fn.
+    verify_all: re-check every still-defended image at every evaluation, not only those the
+      attack evaluation gets wrong (for attacks whose own evaluation is not the defense).
+    verify_batch_size: at most this many images per verification call (memory: each image
+      becomes eot_defense_reps chains); None: all at once.
+    random_start: start from clip(X + eps U[-1, 1], -1, 1), else from X.
+    loss_fn: `loss_fn(labels=, logits=) -> [N]` maximised by the attack (cleverhans'
+      convention); default softmax cross-entropy.
+    return_trajectory: keep every evaluated X_adv in the result.
+    log_every: log progress with absl.logging every this many steps (0: never).
+
+  Returns:
+    An `AttackResult`.
+
+  Raises:
+    ValueError: for bad images (rank, range, NaN), labels, eps/step < 0, adv_steps < 0, a
+      logits function whose output does not depend on the images, or labels >= num_classes.
+    AssertionError: if an iterate leaves the eps-ball or [-1, 1] (a bug, checked every step).
+  """
+  if not tf.executing_eagerly():
+    raise ValueError("pgd_attack runs its Python loop eagerly; call it outside tf.function")
+  x = purify_lib.check_images(images)
+  y = _check_labels(labels, x.shape[0])
+  seed = _check_seed(seed)
+  eps = to_pixel_units(_number(eps_255, "eps_255"))
+  eta = to_pixel_units(_number(step_size_255, "step_size_255"))
+  adv_steps = _count(adv_steps, "adv_steps")
+  log_every = _count(log_every, "log_every")
+  if verify_batch_size is not None:
+    verify_batch_size = _count(verify_batch_size, "verify_batch_size", minimum=1)
+  if verify_all and verify_logits_fn is None:
+    raise ValueError("verify_all=True needs a verify_logits_fn")
+  if loss_fn is None:
+    loss_fn = tf.nn.sparse_softmax_cross_entropy_with_logits
+
+  image_spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
+  seed_spec = tf.TensorSpec([2], tf.int32)
+
+  # One traced function serves every evaluation (the last one's step is discarded): a
+  # second trace of the purifier would cost more than one classifier backward pass.
+  @tf.function(input_signature=[image_spec, image_spec, tf.TensorSpec([None], tf.int64),
+                                seed_spec, tf.TensorSpec([], tf.float32),
+                                tf.TensorSpec([], tf.float32)])
+  def attack_step(x_adv, x_orig, y, step_seed, eps, eta):
+    with tf.GradientTape() as tape:
+      tape.watch(x_adv)
+      logits = _logits_of(attack_logits_fn, x_adv, step_seed, "attack_logits_fn")
+      with tf.control_dependencies([tf.debugging.assert_less(
+          y, tf.shape(logits, out_type=tf.int64)[-1],
+          message="labels must be < num_classes (the logits' last dimension)")]):
+        loss = loss_fn(labels=y, logits=logits)
+    grad = tape.gradient(loss, x_adv)
+    if grad is None:
+      raise ValueError("attack_logits_fn's logits do not depend on the images: no gradient")
+    x_new = x_adv + cleverhans_utils.optimize_linear(grad, eta, np.inf)
+    x_new = x_orig + cleverhans_utils.clip_eta(x_new - x_orig, np.inf, eps)
+    return logits, tf.clip_by_value(x_new, -1.0, 1.0)
+
+  verify = None
+  if verify_logits_fn is not None:
+    @tf.function(input_signature=[image_spec, seed_spec])
+    def verify(x_check, check_seed):
+      return _logits_of(verify_logits_fn, x_check, check_seed, "verify_logits_fn")
+
+  def check_num_classes(logits):
+    if y.size and y.max() >= logits.shape[-1]:
+      raise ValueError(f"labels must be < num_classes = {logits.shape[-1]}; got {y.max()}")
+
+  def verified_wrong(x_adv, index, step_seed):
+    """The subset of `index` whose verification prediction is wrong."""
+    chunk = verify_batch_size or max(len(index), 1)
+    wrong = []
+    for c, start in enumerate(range(0, len(index), chunk)):
+      part = index[start:start + chunk]
+      logits = verify(tf.gather(x_adv, part), _fold(step_seed, c)).numpy()
+      wrong.append(part[np.argmax(logits, axis=-1) != y[part]])
+    return np.concatenate(wrong) if wrong else index[:0]
+
+  # Tracing gives the number of classes: bad labels fail here, before any attack work.
+  num_classes = attack_step.get_concrete_function().structured_outputs[0].shape[-1]
+  if num_classes is not None:
+    check_num_classes(np.zeros([0, num_classes]))
+  x_np = x.numpy()
+  if verify is not None:
+    natural_logits = verify(x, _fold(seed, 0)).numpy()
+  else:
+    natural_logits = attack_step(x, x, y, _fold(seed, 0), eps, eta)[0].numpy()
+  check_num_classes(natural_logits)
+  natural_correct = np.argmax(natural_logits, axis=-1) == y
+  defended = natural_correct.copy()
+  broken_at = np.full(y.shape, -1, np.int64)
+  adversarial = x_np.copy()
+  curve = [float(np.mean(defended))] if y.size else [0.0]
+
+  if random_start:
+    noise = tf.random.stateless_uniform(tf.shape(x), _fold(seed, 1), minval=-1.0, maxval=1.0)
+    x_adv = tf.clip_by_value(x + eps * noise, -1.0, 1.0)
+  else:
+    x_adv = x
+  check_perturbation(x_adv, x_np, eps, "the random start")
+  trajectory = []
+  attack_seed = _fold(seed, 2)
+  verify_seed = _fold(seed, 3)
+  for t in range(adv_steps + 1):
+    step_seed = _fold(attack_seed, t)
+    logits, x_next = attack_step(x_adv, x, y, step_seed, eps, eta)
+    x_next = x_next if t < adv_steps else None
+    logits = logits.numpy()
+    check_num_classes(logits)
+    wrong = np.argmax(logits, axis=-1) != y
+    candidates = np.flatnonzero(defended & (wrong | verify_all))
+    if verify is not None and candidates.size:
+      newly_broken = verified_wrong(x_adv, candidates, _fold(verify_seed, t))
+    else:
+      newly_broken = candidates
+    x_adv_np = x_adv.numpy()
+    defended[newly_broken] = False
+    broken_at[newly_broken] = t
+    adversarial[newly_broken] = x_adv_np[newly_broken]
+    curve.append(float(np.mean(defended)) if y.size else 0.0)
+    if return_trajectory:
+      trajectory.append(x_adv_np)
+    if log_every and (t % log_every == 0 or t == adv_steps):
+      logging.info("PGD evaluation %d/%d: defended %d of %d (attack-eval accuracy %.3f)", t,
+                   adv_steps, int(defended.sum()), y.size, float(np.mean(~wrong)))
+    if x_next is not None:
+      check_perturbation(x_next, x_np, eps, f"x_adv after PGD step {t + 1}")
+      x_adv = x_next
+  adversarial[defended] = x_adv.numpy()[defended]
+  return AttackResult(
+      accuracy_curve=np.asarray(curve, np.float64),
+      natural_correct=natural_correct,
+      robust_correct=defended,
+      broken=natural_correct & ~defended,
+      broken_at=broken_at,
+      adversarial_images=adversarial,
+      eps=eps,
+      step_size=eta,
+      trajectory=np.stack(trajectory) if return_trajectory else None)
+
+
+def _purify_settings(purify_steps, purify_step_size, purify_temperature):
+  return dict(num_steps=_count(purify_steps, "purify_steps"),
+              step_size=_number(purify_step_size, "purify_step_size", strict=True),
+              temperature=_number(purify_temperature, "purify_temperature", strict=True))
+
+
+def _eot_verifier(classifier, energy_fn, settings, eot_defense_reps):
+  def verify(x, seed):
+    return purify_lib.eot_logits(classifier, energy_fn, x, seed, num_repeats=eot_defense_reps,
+                                 **settings)
+  return verify
+
+
+def bpda_eot_pgd(classifier: purify_lib.Classifier,
+                 energy_fn: purify_lib.EnergyFn,
+                 images,
+                 labels,
+                 seed,
+                 *,
+                 eps_255,
+                 step_size_255,
+                 adv_steps: int,
+                 purify_steps: int,
+                 purify_step_size: float,
+                 purify_temperature: float,
+                 eot_attack_reps: int,
+                 eot_defense_reps: int,
+                 random_start: bool = True,
+                 verify_batch_size: Optional[int] = None,
+                 return_trajectory: bool = False,
+                 log_every: int = 0) -> AttackResult:
+  """The paper's BPDA + EOT l_inf PGD attack with EOT-defense verification (spec section 2).
+
+  The attack evaluation and gradient use `bpda_eot_logits` with `eot_attack_reps`
+  purifications (the gradient is the classifier's at the purified images); natural accuracy
+  and the re-check of wrong predictions use `purify.eot_logits` with `eot_defense_reps`.
+  CIFAR-10 reference: eps_255=8, step_size_255=2, adv_steps=50, purify_steps=2000,
+  purify_step_size=0.01, purify_temperature=1e-4, eot_attack_reps=48, eot_defense_reps=128.
+
+  Args:
+    classifier: Keras model (called with training=False) or callable, images -> logits [N, K].
+    energy_fn: the EBM's energy, images [N, H, W, C] -> [N].
+    images, labels, seed, eps_255, step_size_255, adv_steps, random_start, verify_batch_size,
+      return_trajectory, log_every: as in `pgd_attack`.
+    purify_steps, purify_step_size, purify_temperature: the defense's Langevin K, eps, T.
+    eot_attack_reps, eot_defense_reps: purifications per image for the attack and for
+      verification (ints >= 1).
+
+  Returns:
+    An `AttackResult`.
+
+  Raises:
+    ValueError: for any bad argument (see `pgd_attack`; purify settings, reps < 1).
+  """
+  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
+  eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
+  eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
+
+  def attack_logits(x, seed):
+    return bpda_eot_logits(classifier, energy_fn, x, seed, num_repeats=eot_attack_reps,
+                           **settings)
+
+  return pgd_attack(attack_logits, images, labels, seed, eps_255=eps_255,
+                    step_size_255=step_size_255, adv_steps=adv_steps,
+                    verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
+                                                   eot_defense_reps),
+                    verify_batch_size=verify_batch_size, random_start=random_start,
+                    return_trajectory=return_trajectory, log_every=log_every)
+
+
+def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
+                          energy_fn: purify_lib.EnergyFn,
+                          images,
+                          labels,
+                          seed,
+                          *,
+                          eps_255,
+                          step_size_255,
+                          adv_steps: int,
+                          purify_steps: int,
+                          purify_step_size: float,
+                          purify_temperature: float,
+                          eot_attack_reps: int,
+                          eot_defense_reps: int,
+                          attack_purify_steps: Optional[int] = None,
+                          max_chain_steps: int = MAX_CHAIN_STEPS,
+                          random_start: bool = True,
+                          verify_batch_size: Optional[int] = None,
+                          return_trajectory: bool = False,
+                          log_every: int = 0) -> AttackResult:
+  """Adaptive PGD whose gradient backpropagates through a short Langevin chain.
+
+  The attack logits are `full_gradient_eot_logits` over `attack_purify_steps` (default
+  `purify_steps`; at most `max_chain_steps`) with `eot_attack_reps` repeats. The defense under
+  attack purifies with `purify_steps` and `eot_defense_reps` repeats; it gives the natural
+  accuracy and confirms every break. When the attack chain is shorter than the defense's, its
+  own predictions are not the defense's, so every still-defended image is verified at every
+  evaluation (`verify_all`).
+
+  Args: as `bpda_eot_pgd`, plus attack_purify_steps and max_chain_steps (memory cap).
+
+  Raises:
+    ValueError: as `bpda_eot_pgd`, and for an attack chain longer than max_chain_steps.
+  """
+  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
+  eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
+  eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
+  max_chain_steps = _count(max_chain_steps, "max_chain_steps", minimum=1)
+  chain = settings["num_steps"] if attack_purify_steps is None else _count(
+      attack_purify_steps, "attack_purify_steps")
+  if chain > max_chain_steps:
+    raise ValueError(f"the full-gradient attack chain must have <= max_chain_steps="
+                     f"{max_chain_steps} steps; got {chain} (set attack_purify_steps)")
+
+  def attack_logits(x, seed):
+    return full_gradient_eot_logits(classifier, energy_fn, x, seed, num_steps=chain,
+                                    step_size=settings["step_size"],
+                                    temperature=settings["temperature"],
+                                    num_repeats=eot_attack_reps, max_chain_steps=max_chain_steps)
+
+  return pgd_attack(attack_logits, images, labels, seed, eps_255=eps_255,
+                    step_size_255=step_size_255, adv_steps=adv_steps,
+                    verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
+                                                   eot_defense_reps),
+                    verify_all=chain != settings["num_steps"],
+                    verify_batch_size=verify_batch_size, random_start=random_start,
+                    return_trajectory=return_trajectory, log_every=log_every)
+
+
+def undefended_pgd(classifier: purify_lib.Classifier,
+                   images,
+                   labels,
+                   seed,
+                   *,
+                   eps_255,
+                   step_size_255,
+                   adv_steps: int,
+                   random_start: bool = True,
+                   return_trajectory: bool = False,
+                   log_every: int = 0) -> AttackResult:
+  """The same l_inf PGD on the classifier alone (no purification): the undefended baseline.
+
+  Arguments as in `pgd_attack`; `classifier` is a Keras model (training=False) or a callable
+  images -> logits [N, K]. The seed only draws the random start.
+  """
+  def logits(x, unused_seed):
+    return purify_lib.classify(classifier, x)
+
+  return pgd_attack(logits, images, labels, seed, eps_255=eps_255, step_size_255=step_size_255,
+                    adv_steps=adv_steps, random_start=random_start,
+                    return_trajectory=return_trajectory, log_every=log_every)

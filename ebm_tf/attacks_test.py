@@ -1,0 +1,387 @@
+"""Tests for ebm_tf.attacks: BPDA gradients, the permanent-break bookkeeping, the eps-ball and
+[-1, 1] at every step, the /255 units, a real attack on an undefended digits classifier, the
+full-gradient chain against closed forms and an independent unrolled chain, and bad arguments.
+
+A small CNN is trained on sklearn digits (8x8x1) once per test class; the EBM is a tiny random
+`ebm_small`, which is enough for the mechanics of purification."""
+
+import re
+
+import keras
+import numpy as np
+from absl.testing import parameterized
+from cleverhans.tf2 import utils as cleverhans_utils
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+from scipy import stats
+import tensorflow as tf
+
+from ebm_tf import attacks
+from ebm_tf import data
+from ebm_tf import purify
+from ebm_tf.models import build_classifier, build_ebm, energy_fn
+
+_SEED = tf.constant([21, 22], tf.int32)
+_PURIFY = dict(num_steps=4, step_size=0.05, temperature=0.01)
+_CE = tf.nn.sparse_softmax_cross_entropy_with_logits
+
+
+def _train_classifier(images, labels, steps=300, batch=64):
+  keras.utils.set_random_seed(0)
+  model = build_classifier("small_cnn", (8, 8, 1), 10)
+  optimizer = keras.optimizers.Adam(3e-3)
+
+  @tf.function
+  def train_step(x, y):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(_CE(labels=y, logits=model(x, training=True)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+  rng = np.random.RandomState(0)
+  for _ in range(steps):
+    index = rng.randint(0, len(labels), batch)
+    train_step(images[index], labels[index])
+  return model
+
+
+class _ScheduledLogits:
+  """A fake defended classifier whose predictions follow a schedule, for the bookkeeping tests.
+
+  Image b has all pixels near `_level(b)`, so its id survives small perturbations. Call i of
+  the fake gives image b the logits [5, 0, 0] (class 0, the label) or, where schedule[i][b] is
+  True, [0, 5, 0]; beyond the schedule the last row repeats. Class 0 also gets 1e-3 * mean(x)
+  so that the attack has a gradient.
+  """
+
+  def __init__(self, schedule):
+    self.schedule = tf.constant(schedule, tf.bool)
+    self.calls = tf.Variable(0, dtype=tf.int32)
+
+  def __call__(self, images, unused_seed):
+    call = self.calls.assign_add(1) - 1
+    row = tf.gather(self.schedule, tf.minimum(call, self.schedule.shape[0] - 1))
+    ids = tf.cast(tf.round((tf.reduce_mean(images, axis=[1, 2, 3]) + 0.75) * 4.0), tf.int32)
+    wrong = tf.gather(row, ids)
+    correct = tf.constant([5.0, 0.0, 0.0])
+    logits = tf.where(wrong[:, None], tf.constant([0.0, 5.0, 0.0]), correct)
+    bump = 1e-3 * tf.reduce_mean(images, axis=[1, 2, 3])
+    return logits + tf.stack([bump, tf.zeros_like(bump), tf.zeros_like(bump)], axis=1)
+
+
+def _level(b):
+  return b / 4.0 - 0.75
+
+
+def _id_images(batch):
+  return np.stack([np.full((8, 8, 1), _level(b), np.float32) for b in range(batch)])
+
+
+class UnitsAndIntervalsTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_to_pixel_units(self):
+    self.assertAlmostEqual(attacks.to_pixel_units(8), 16.0 / 255.0)
+    self.assertAlmostEqual(attacks.to_pixel_units(2.0), 4.0 / 255.0)
+    self.assertEqual(attacks.to_pixel_units(0), 0.0)
+    with self.assertRaisesRegex(ValueError, "eps_255 must be a finite number >= 0"):
+      attacks.to_pixel_units(-1)
+
+  @parameterized.parameters((0, 20), (7, 20), (20, 20), (57, 64), (1, 1))
+  def test_wilson_interval_matches_scipy(self, k, n):
+    mask = np.arange(n) < k
+    acc, lo, hi = attacks.accuracy_with_ci(mask)
+    expected = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    self.assertAlmostEqual(acc, k / n)
+    self.assertAlmostEqual(lo, expected.low, places=6)
+    self.assertAlmostEqual(hi, expected.high, places=6)
+
+  def test_wilson_interval_errors(self):
+    with self.assertRaisesRegex(ValueError, "non-empty 1-D"):
+      attacks.accuracy_with_ci([])
+    with self.assertRaisesRegex(ValueError, "0/1"):
+      attacks.accuracy_with_ci([0, 2])
+    with self.assertRaisesRegex(ValueError, "confidence"):
+      attacks.accuracy_with_ci([1, 0], confidence=1.5)
+
+
+class BookkeepingTest(tf.test.TestCase):
+  """The protocol's bookkeeping with fake defenses (no networks)."""
+
+  def test_broken_stays_broken_without_verification(self):
+    # Call 0 is the natural evaluation, call t + 1 the evaluation at step t. Image 0 is wrong
+    # only at t = 1, image 2 only at t = 3, image 1 never.
+    schedule = np.zeros([7, 3], bool)
+    schedule[2, 0] = True
+    schedule[4, 2] = True
+    result = attacks.pgd_attack(_ScheduledLogits(schedule), _id_images(3), [0, 0, 0], _SEED,
+                                eps_255=1, step_size_255=0.5, adv_steps=5,
+                                return_trajectory=True)
+    self.assertAllEqual(result.broken_at, [1, -1, 3])
+    self.assertAllClose(result.accuracy_curve, [1, 1, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3])
+    self.assertAllEqual(result.robust_correct, [False, True, False])
+    self.assertAllEqual(result.broken, [True, False, True])
+    self.assertAllEqual(result.adversarial_images[0], result.trajectory[1][0])
+    self.assertAllEqual(result.adversarial_images[2], result.trajectory[3][2])
+    self.assertAllEqual(result.adversarial_images[1], result.trajectory[-1][1])
+
+  def test_only_verified_breaks_count(self):
+    # Attack evaluation t is call t (the natural accuracy comes from the verifier).
+    attack = np.zeros([6, 4], bool)
+    attack[1, 0] = True  # image 0: attack wrong at t = 1, but the verifier says correct
+    attack[2, 1] = True  # image 1: attack wrong at t = 2, verifier agrees -> broken
+    # Verifier: call 0 is the natural evaluation (image 3 is naturally wrong); afterwards it
+    # gets images 1 and 3 wrong and images 0 and 2 right.
+    verify = np.array([[False, False, False, True], [False, True, False, True]])
+    result = attacks.pgd_attack(_ScheduledLogits(attack), _id_images(4), [0] * 4, _SEED,
+                                eps_255=1, step_size_255=0.5, adv_steps=4,
+                                verify_logits_fn=_ScheduledLogits(verify))
+    self.assertAllEqual(result.natural_correct, [True, True, True, False])
+    self.assertAllEqual(result.broken_at, [-1, 2, -1, -1])
+    self.assertAllEqual(result.robust_correct, [True, False, True, False])
+    self.assertAllClose(result.accuracy_curve, [0.75, 0.75, 0.75, 0.5, 0.5, 0.5])
+    self.assertAllEqual(result.adversarial_images[3], _id_images(4)[3])
+
+    # verify_all re-checks every defended image at every step: image 1 falls at t = 0.
+    result = attacks.pgd_attack(_ScheduledLogits(attack), _id_images(4), [0] * 4, _SEED,
+                                eps_255=1, step_size_255=0.5, adv_steps=4,
+                                verify_logits_fn=_ScheduledLogits(verify), verify_all=True,
+                                verify_batch_size=1)
+    self.assertAllEqual(result.broken_at, [-1, 0, -1, -1])
+
+  def test_check_perturbation_catches_violations(self):
+    x = np.zeros([2, 8, 8, 1], np.float32)
+    attacks.check_perturbation(x + 0.1, x, 0.1)
+    with self.assertRaisesRegex(AssertionError, "eps-ball"):
+      attacks.check_perturbation(x + 0.11, x, 0.1)
+    with self.assertRaisesRegex(AssertionError, re.escape("[-1, 1]")):
+      attacks.check_perturbation(x + 1.01, x + 1.0, 0.1)
+
+
+class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    train_x, train_y = data.load_array("digits", "train")
+    test_x, test_y = data.load_array("digits", "test")
+    cls.classifier = _train_classifier(train_x, train_y)
+    cls.images, cls.labels = test_x[:100], test_y[:100]
+    keras.utils.set_random_seed(1)
+    cls.energy = energy_fn(build_ebm("ebm_small", (8, 8, 1), width=4))
+
+  def _classifier_logits(self, images):
+    return self.classifier(images, training=False)
+
+  def test_undefended_pgd_breaks_the_classifier(self):
+    result = attacks.undefended_pgd(self.classifier, self.images, self.labels, _SEED,
+                                    eps_255=32, step_size_255=8, adv_steps=20,
+                                    return_trajectory=True)
+    natural = np.mean(np.argmax(self._classifier_logits(self.images), -1) == self.labels)
+    self.assertGreater(natural, 0.85)
+    self.assertAllClose(result.natural_accuracy, natural)
+    self.assertLess(result.robust_accuracy, 0.10)
+    self.assertAllEqual(result.accuracy_curve, np.sort(result.accuracy_curve)[::-1])
+    self.assertAlmostEqual(result.eps, 64.0 / 255.0)
+    for t, x_adv in enumerate(result.trajectory):
+      attacks.check_perturbation(x_adv, self.images, result.eps, f"step {t}")
+    # The adversarial images of broken points really fool the classifier.
+    adv_pred = np.argmax(self._classifier_logits(result.adversarial_images[result.broken]), -1)
+    self.assertTrue(np.all(adv_pred != self.labels[result.broken]))
+
+  def test_bpda_gradient_is_the_classifier_gradient_at_the_purified_images(self):
+    x, y = tf.constant(self.images[:6]), tf.constant(self.labels[:6])
+    reps = 3
+
+    def reference(seed):
+      """Logits and d loss / d x for BPDA, computed from the purified images directly."""
+      purified = purify.purify(self.energy, x, seed, num_repeats=reps, **_PURIFY)
+      with tf.GradientTape() as tape:
+        tape.watch(purified)
+        logits = tf.reduce_mean(tf.stack([self._classifier_logits(purified[r])
+                                          for r in range(reps)]), axis=0)
+        loss = _CE(labels=y, logits=logits)
+      return logits, tf.reduce_sum(tape.gradient(loss, purified), axis=0)
+
+    expected_logits, expected_grad = reference(_SEED)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      logits = attacks.bpda_eot_logits(self.classifier, self.energy, x, _SEED, num_repeats=reps,
+                                       **_PURIFY)
+      loss = _CE(labels=y, logits=logits)
+    grad = tape.gradient(loss, x)
+    self.assertAllClose(logits, expected_logits, atol=1e-5)
+    self.assertAllClose(grad, expected_grad, atol=1e-6)
+    # ...and not the gradient at the unpurified images.
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = _CE(labels=y, logits=self._classifier_logits(x))
+    self.assertNotAllClose(grad, tape.gradient(loss, x), atol=1e-6)
+
+    # The cleverhans model_fn: call i uses call_seed(i), in cleverhans' own tf.function.
+    model = attacks.BPDAModel(self.classifier, self.energy, [3, 4], eot_reps=reps, **_PURIFY)
+    grad = cleverhans_utils.compute_gradient(model, _CE, x, y, False)
+    self.assertAllClose(grad, reference(model.call_seed(0))[1], atol=1e-6)
+    self.assertEqual(int(model.calls.numpy()), 1)
+    grad = cleverhans_utils.compute_gradient(model, _CE, x, y, False)
+    self.assertAllClose(grad, reference(model.call_seed(1))[1], atol=1e-6)
+
+    # And it drives cleverhans' PGD (each iteration is one more call).
+    eps = attacks.to_pixel_units(16)
+    x_adv = projected_gradient_descent(model, x, eps, eps / 2, 2, np.inf, clip_min=-1.0,
+                                       clip_max=1.0, y=y, rand_init=False, sanity_checks=False)
+    attacks.check_perturbation(x_adv, x, eps)
+    self.assertGreater(np.max(np.abs(x_adv - x)), 0.9 * eps)
+    self.assertEqual(int(model.calls.numpy()), 4)
+
+  def test_bpda_eot_pgd_protocol(self):
+    x, y = self.images[:12], self.labels[:12]
+    seed = tf.constant([5, 9], tf.int32)
+    result = attacks.bpda_eot_pgd(self.classifier, self.energy, x, y, seed, eps_255=48,
+                                  step_size_255=16, adv_steps=3, purify_steps=3,
+                                  purify_step_size=0.05, purify_temperature=0.01,
+                                  eot_attack_reps=2, eot_defense_reps=4,
+                                  return_trajectory=True)
+    fold = tf.random.experimental.stateless_fold_in
+    # Natural accuracy: the defense with eot_defense_reps at fold_in(seed, 0).
+    natural = purify.eot_predict(self.classifier, self.energy, x, fold(seed, 0), num_steps=3,
+                                 step_size=0.05, temperature=0.01, num_repeats=4)
+    self.assertAllEqual(result.natural_correct, natural.numpy() == y)
+    # Random start: clip(x + eps U[-1, 1], -1, 1) with fold_in(seed, 1).
+    eps = attacks.to_pixel_units(48)
+    start = tf.clip_by_value(
+        x + eps * tf.random.stateless_uniform(x.shape, fold(seed, 1), -1.0, 1.0), -1.0, 1.0)
+    self.assertAllClose(result.trajectory[0], start)
+    # The eps-ball and [-1, 1] hold along the whole trajectory, and the attack reaches the rim.
+    self.assertEqual(result.trajectory.shape, (4, 12, 8, 8, 1))
+    for t, x_adv in enumerate(result.trajectory):
+      attacks.check_perturbation(x_adv, x, eps, f"step {t}")
+    self.assertGreater(np.max(np.abs(result.trajectory[-1] - x)), 0.99 * eps)
+    # Bookkeeping.
+    curve = result.accuracy_curve
+    self.assertLen(curve, 5)
+    self.assertAllEqual(curve, np.sort(curve)[::-1])
+    self.assertAllClose(curve[0], np.mean(result.natural_correct))
+    self.assertAllClose(curve[-1], np.mean(result.robust_correct))
+    self.assertAllEqual(result.broken, result.broken_at >= 0)
+    self.assertTrue(result.broken.any())
+    for b in np.flatnonzero(result.broken):
+      self.assertAllEqual(result.adversarial_images[b], result.trajectory[result.broken_at[b]][b])
+    for b in np.flatnonzero(result.robust_correct):
+      self.assertAllEqual(result.adversarial_images[b], result.trajectory[-1][b])
+
+  @parameterized.named_parameters(
+      ("negative_eps", dict(eps_255=-1), "eps_255 must be a finite number >= 0"),
+      ("negative_step", dict(step_size_255=-2), "step_size_255 must be a finite number >= 0"),
+      ("negative_adv_steps", dict(adv_steps=-1), "adv_steps must be an integer >= 0"),
+      ("float_adv_steps", dict(adv_steps=2.5), "adv_steps must be an integer >= 0"),
+      ("negative_purify_steps", dict(purify_steps=-1), "purify_steps must be an integer >= 0"),
+      ("zero_purify_step_size", dict(purify_step_size=0.0),
+       "purify_step_size must be a finite number > 0"),
+      ("zero_attack_reps", dict(eot_attack_reps=0), "eot_attack_reps must be an integer >= 1"),
+      ("zero_defense_reps", dict(eot_defense_reps=0),
+       "eot_defense_reps must be an integer >= 1"),
+      ("images_out_of_range", dict(images=np.full((2, 8, 8, 1), 1.2, np.float32)),
+       "images must have values in [-1, 1]"),
+      ("images_wrong_rank", dict(images=np.zeros((2, 64), np.float32)),
+       "images must have shape [batch, height, width, channels]"),
+      ("labels_wrong_shape", dict(labels=np.zeros((3,), np.int64)), "labels must be integers of "
+       "shape [2]"),
+      ("labels_too_large", dict(labels=np.array([0, 10])), "labels must be < num_classes = 10"),
+      ("bad_seed", dict(seed=[1, 2, 3]), "seed must be an int32/int64 tensor of shape [2]"),
+  )
+  def test_bad_arguments(self, override, message):
+    kwargs = dict(images=self.images[:2], labels=self.labels[:2], seed=_SEED, eps_255=8,
+                  step_size_255=2, adv_steps=1, purify_steps=1, purify_step_size=0.05,
+                  purify_temperature=0.01, eot_attack_reps=1, eot_defense_reps=1)
+    kwargs.update(override)
+    with self.assertRaisesRegex(ValueError, re.escape(message)):
+      attacks.bpda_eot_pgd(self.classifier, self.energy, **kwargs)
+
+  def test_more_bad_arguments(self):
+    with self.assertRaisesRegex(ValueError, "verify_all=True needs a verify_logits_fn"):
+      attacks.pgd_attack(lambda x, s: x[:, 0, 0, :], self.images[:2], self.labels[:2], _SEED,
+                         eps_255=8, step_size_255=2, adv_steps=1, verify_all=True)
+    with self.assertRaisesRegex(ValueError, "do not depend on the images"):
+      attacks.pgd_attack(lambda x, s: tf.zeros([tf.shape(x)[0], 10]), self.images[:2],
+                         self.labels[:2], _SEED, eps_255=8, step_size_255=2, adv_steps=1)
+    with self.assertRaisesRegex(ValueError, "eot_reps must be an integer >= 1"):
+      attacks.BPDAModel(self.classifier, self.energy, _SEED, eot_reps=0, **_PURIFY)
+    with self.assertRaisesRegex(ValueError, "max_chain_steps=50"):
+      attacks.full_gradient_eot_pgd(
+          self.classifier, self.energy, self.images[:2], self.labels[:2], _SEED, eps_255=8,
+          step_size_255=2, adv_steps=1, purify_steps=2000, purify_step_size=0.01,
+          purify_temperature=1e-4, eot_attack_reps=1, eot_defense_reps=1)
+
+
+class FullGradientTest(tf.test.TestCase):
+  """The differentiable chain against closed forms and an independent unrolled chain."""
+
+  def test_quadratic_energy_jacobian_is_closed_form(self):
+    # E = T a ||x||^2 / 2: each step is x <- rho x + eps xi with rho = 1 - eps^2 a / 2, so
+    # d sum(c * x_K) / d x_0 = R c rho^K (BPDA would give R c).
+    temperature, a, eps, steps, reps = 0.1, 8.0, 0.1, 6, 3
+    energy = lambda x: temperature * a * 0.5 * tf.reduce_sum(tf.square(x), axis=[1, 2, 3])
+    x = tf.random.stateless_uniform([2, 4, 4, 1], (1, 2), -1.0, 1.0)
+    c = tf.random.stateless_normal([2, 4, 4, 1], (3, 4))
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = attacks.full_gradient_purify(energy, x, _SEED, num_steps=steps, step_size=eps,
+                                         temperature=temperature, num_repeats=reps)
+      objective = tf.reduce_sum(out * c[None])
+    rho = 1.0 - 0.5 * eps**2 * a
+    self.assertAllClose(tape.gradient(objective, x), reps * c * rho**steps, rtol=1e-5)
+
+  def test_matches_purify_and_an_unrolled_differentiable_chain(self):
+    # A smooth (softplus) conv energy: its Hessian does not vanish, unlike a ReLU network's.
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4, 4, 1)),
+                              keras.layers.Conv2D(3, 3, padding="same", activation="softplus"),
+                              keras.layers.Flatten(), keras.layers.Dense(1, use_bias=False)])
+    energy = lambda x: model(x, training=False)[:, 0]
+    temperature, eps, steps, reps = 0.05, 0.2, 5, 2
+    x = tf.random.stateless_uniform([3, 4, 4, 1], (5, 6), -1.0, 1.0)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = attacks.full_gradient_purify(energy, x, _SEED, num_steps=steps, step_size=eps,
+                                         temperature=temperature, num_repeats=reps)
+      objective = tf.reduce_sum(tf.sin(3.0 * out))
+    grad = tape.gradient(objective, x)
+    self.assertAllClose(out, purify.purify(energy, x, _SEED, num_steps=steps, step_size=eps,
+                                           temperature=temperature, num_repeats=reps),
+                        atol=1e-6)
+    # Independent oracle: the update written out, differentiated by an outer tape.
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      chains = tf.tile(x, [reps, 1, 1, 1])
+      for t in range(steps):
+        with tf.GradientTape() as inner:
+          inner.watch(chains)
+          potential = tf.reduce_sum(energy(chains)) / temperature
+        noise = tf.random.stateless_normal(
+            tf.shape(chains), tf.random.experimental.stateless_fold_in(_SEED, t))
+        chains = chains - 0.5 * eps**2 * inner.gradient(potential, chains) + eps * noise
+      objective = tf.reduce_sum(tf.sin(3.0 * chains))
+    self.assertAllClose(grad, tape.gradient(objective, x), atol=1e-5)
+
+  def test_full_gradient_pgd_runs_within_the_ball(self):
+    weights = tf.random.stateless_normal([16, 3], (7, 8))
+    classifier = lambda x: tf.reshape(x, [-1, 16]) @ weights
+    energy = lambda x: 0.5 * tf.reduce_sum(tf.square(x), axis=[1, 2, 3])
+    x = tf.random.stateless_uniform([4, 4, 4, 1], (9, 9), -1.0, 1.0)
+    y = np.argmax(classifier(x), -1)
+    kwargs = dict(eps_255=32, step_size_255=16, adv_steps=3, purify_steps=4,
+                  purify_step_size=0.1, purify_temperature=1.0, eot_attack_reps=2,
+                  eot_defense_reps=3, return_trajectory=True)
+    for attack_steps in (None, 2):
+      result = attacks.full_gradient_eot_pgd(classifier, energy, x, y, _SEED,
+                                             attack_purify_steps=attack_steps, **kwargs)
+      for t, x_adv in enumerate(result.trajectory):
+        attacks.check_perturbation(x_adv, x, result.eps, f"step {t}")
+      self.assertGreater(np.max(np.abs(result.trajectory[-1] - x)), 0.99 * result.eps)
+      self.assertAllEqual(result.accuracy_curve, np.sort(result.accuracy_curve)[::-1])
+    with self.assertRaisesRegex(ValueError, "max_chain_steps=3"):
+      attacks.full_gradient_purify(energy, x, _SEED, num_steps=4, step_size=0.1,
+                                   temperature=1.0, max_chain_steps=3)
+
+
+if __name__ == "__main__":
+  tf.test.main()
