@@ -303,3 +303,35 @@ def _fsync_paths(paths: List[str]) -> None:
       pass  # Not every file system supports fsync on a directory.
     finally:
       os.close(fd)
+
+
+def restore_from_run(run_dir_or_prefix: str, **trackables) -> str:
+  """Restores only `trackables` (e.g. `generator=model`) from another run's checkpoint.
+
+  Args:
+    run_dir_or_prefix: a training run's model_dir (its newest checkpoint in `checkpoints/` is
+      used), a checkpoint directory, or a checkpoint prefix such as `.../ckpt-5000`.
+    **trackables: objects to restore, under the keys the run saved them with.
+
+  Returns:
+    The checkpoint prefix restored.
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+    CheckpointMismatchError: the checkpoint lacks one of the objects or their shapes differ.
+  """
+  path = run_dir_or_prefix
+  if tf.io.gfile.isdir(path):
+    subdir = os.path.join(path, "checkpoints")
+    path = tf.train.latest_checkpoint(subdir if tf.io.gfile.isdir(subdir) else path)
+  if not path or not tf.io.gfile.exists(path + ".index"):
+    raise FileNotFoundError(f"no checkpoint found at {run_dir_or_prefix!r} (expected a run's "
+                            "model_dir, a checkpoint directory, or a prefix like .../ckpt-5000)")
+  try:
+    tf.train.Checkpoint(**trackables).restore(path).expect_partial(
+    ).assert_existing_objects_matched()
+  except (AssertionError, ValueError) as error:
+    raise CheckpointMismatchError(
+        f"checkpoint {path} does not hold {sorted(trackables)} as built here: "
+        f"{_one_line(error)}") from None
+  return path

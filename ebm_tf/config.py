@@ -63,6 +63,14 @@ class TrainConfig:
   rejuvenation_prob: float = 0.5
   max_mcmc_updates: int = 2
   persistent_init_scale: float = 1.0
+  # Longrun correction stage: a frozen prior EBM (the model_dir of its run) enters the Langevin
+  # energy as E0 / prior_temp; a burn-in bank feeds the update bank (graduation after
+  # graduation_draws draws of burnin_steps Langevin steps each).
+  prior_model_dir: Optional[str] = None
+  prior_temp: float = 1e-4
+  burnin_size: int = 0
+  burnin_steps: int = 0
+  graduation_draws: int = 750
   # Evaluation samples during training: fresh G(z) (or the init source) run this many steps.
   eval_mcmc_steps: int = 0
   # Divergence guard: a step with non-finite metrics or |energy| > max_abs_energy (0 = off) is
@@ -144,6 +152,19 @@ def validate(config: TrainConfig) -> None:
   if init_strategies.needs_bank(c.mcmc_init):
     _check(c.persistent_size >= c.batch_size,
            f"persistent_size ({c.persistent_size}) must be >= batch_size ({c.batch_size})")
+  _check(c.prior_temp > 0, f"prior_temp must be > 0; got {c.prior_temp}")
+  _check(c.burnin_size >= 0 and c.burnin_steps >= 0,
+         f"burnin_size / burnin_steps must be >= 0; got {c.burnin_size}, {c.burnin_steps}")
+  _check(c.graduation_draws >= 1, f"graduation_draws must be >= 1; got {c.graduation_draws}")
+  if c.burnin_size:
+    _check(init_strategies.needs_bank(c.mcmc_init),
+           f"a burn-in bank (burnin_size={c.burnin_size}) needs a persistent mcmc_init; got "
+           f"{c.mcmc_init!r}")
+    _check(c.burnin_size >= c.batch_size,
+           f"burnin_size ({c.burnin_size}) must be >= batch_size ({c.batch_size})")
+  _check(c.update_generator or c.gen_checkpoint or not c.mcmc_init.startswith("coop"),
+         "a frozen generator (update_generator=false) needs --gen_checkpoint, the run or "
+         "checkpoint to load it from")
   for name in ("log_every", "checkpoint_every", "image_every", "max_to_keep"):
     _check(getattr(c, name) > 0, f"{name} must be > 0; got {getattr(c, name)}")
   _check(c.num_grid_images > 0, f"num_grid_images must be > 0; got {c.num_grid_images}")
@@ -183,6 +204,11 @@ def define_train_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "persistent_size": "persistent bank size (split over replicas)",
       "rejuvenation_prob": "probability that a drawn bank slot is re-initialised",
       "max_mcmc_updates": "force rejuvenation of slots used more than this often (0 = no cap)",
+      "prior_model_dir": "longrun correction stage: model_dir of the frozen prior EBM's run",
+      "prior_temp": "temperature T0 of the prior energy term E0 / T0",
+      "burnin_size": "longrun burn-in bank size (0 = none)",
+      "burnin_steps": "Langevin steps per burn-in draw (0 = mcmc_steps)",
+      "graduation_draws": "burn-in draws after which a state graduates into the update bank",
       "eval_mcmc_steps": "Langevin steps for the sample grids from fresh states (0 = mcmc_steps)",
       "max_abs_energy": "divergence guard: undo a step whose mean |energy| exceeds this (0 = "
                         "only non-finite steps)",

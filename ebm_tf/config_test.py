@@ -10,7 +10,8 @@ from absl.testing import parameterized
 from ebm_tf import config as config_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PRESETS = sorted(glob.glob(os.path.join(_ROOT, "flags", "shortrun_*.cfg")))
+_PRESETS = sorted(path for regime in ("shortrun", "midrun", "longrun_prior", "longrun_correction")
+                  for path in glob.glob(os.path.join(_ROOT, "flags", f"{regime}_*.cfg")))
 
 
 def _parse(args):
@@ -48,11 +49,40 @@ class ConfigTest(parameterized.TestCase):
       config_lib.config_from_flags(_parse(["--model_dir=/tmp/x", arg]))
 
   def test_every_preset_parses(self):
-    self.assertGreaterEqual(len(_PRESETS), 5)
+    self.assertGreaterEqual(len(_PRESETS), 20)
     for path in _PRESETS:
       with self.subTest(path=os.path.basename(path)):
-        config = config_lib.config_from_flags(_parse([f"--flagfile={path}", "--model_dir=/x"]))
+        # Presets with a frozen generator name the pretrained one on the command line.
+        config = config_lib.config_from_flags(_parse(
+            [f"--flagfile={path}", "--model_dir=/x", "--gen_checkpoint=/pretrained"]))
         self.assertGreater(config.train_steps, 0)
+        regime = os.path.basename(path).split("_")[0]
+        self.assertEqual(config.burnin_size > 0, "correction" in path)
+        self.assertEqual(config.tau > 0, regime == "longrun")
+
+  def test_midrun_and_longrun_paper_values(self):
+    midrun = config_lib.config_from_flags(_parse(
+        [f"--flagfile={_ROOT}/flags/midrun_cifar10.cfg", "--model_dir=/x",
+         "--gen_checkpoint=/g"]))
+    self.assertEqual(
+        (midrun.epsilon, midrun.data_epsilon, midrun.persistent_size, midrun.rejuvenation_prob,
+         midrun.max_mcmc_updates, midrun.update_generator, midrun.ebm_lr_values,
+         midrun.ebm_lr_boundaries),
+        (1.25e-2, 2.5e-2, 25000, 0.05, 0, False, (1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
+         (50000, 75000, 100000, 125000)))
+    correction = config_lib.config_from_flags(_parse(
+        [f"--flagfile={_ROOT}/flags/longrun_correction_cifar10.cfg", "--model_dir=/x",
+         "--gen_checkpoint=/g"]))
+    self.assertEqual(
+        (correction.ebm_lr_values[0], correction.train_steps, correction.burnin_size,
+         correction.burnin_steps, correction.graduation_draws, correction.tau,
+         correction.prior_temp, correction.persistent_size),
+        (2.5e-5, 250000, 1000, 100, 750, 0.15, 1e-4, 10000))
+    prior = config_lib.config_from_flags(_parse(
+        [f"--flagfile={_ROOT}/flags/longrun_prior_cifar10.cfg", "--model_dir=/x",
+         "--gen_checkpoint=/g"]))
+    self.assertEqual((prior.mcmc_steps, prior.rejuvenation_prob, prior.tau),
+                     (50, 0.2, 0.15))
 
   def test_cifar10_preset_has_the_paper_values(self):
     config = config_lib.config_from_flags(_parse(

@@ -31,7 +31,8 @@ from ebm_tf import models
 from ebm_tf import summaries
 
 # Stream ids folded into the run seed: one independent random stream per purpose.
-_DRAW, _DATA_NOISE, _FRESH, _LATENT, _LANGEVIN, _BANK_INIT, _EVAL = range(7)
+(_DRAW, _DATA_NOISE, _FRESH, _LATENT, _LANGEVIN, _BANK_INIT, _EVAL, _BURN_DRAW, _BURN_FRESH,
+ _BURN_LANGEVIN) = range(10)
 
 
 def ml_loss(data_energies: tf.Tensor, negative_energies: tf.Tensor,
@@ -102,6 +103,7 @@ class StepMetrics(NamedTuple):
   gen_loss: tf.Tensor        # 0 when there is no generator update
   rejuvenated: tf.Tensor     # fraction of drawn bank slots re-initialised (0 without a bank)
   mean_age: tf.Tensor        # mean age of the drawn slots before the draw
+  graduated: tf.Tensor       # fraction of drawn burn-in states that graduated (longrun)
 
 
 class Trainer:
@@ -158,10 +160,25 @@ class Trainer:
         self.generator = models.build_generator(
             config.generator, self.image_shape, latent_dim=config.latent_dim,
             **({"width": config.gen_width} if config.gen_width else {}))
-        self.gen_optimizer = make_optimizer(config.gen_lr_values, config.gen_lr_boundaries,
-                                            config.gen_opt_decay, config.beta_1, config.beta_2,
-                                            self.lr_scale)
-        self.gen_optimizer.build(self.generator.trainable_variables)
+        if config.gen_checkpoint:
+          path = checkpoints.restore_from_run(config.gen_checkpoint, generator=self.generator)
+          logging.info("generator loaded from %s", path)
+        if config.update_generator:
+          self.gen_optimizer = make_optimizer(config.gen_lr_values, config.gen_lr_boundaries,
+                                              config.gen_opt_decay, config.beta_1,
+                                              config.beta_2, self.lr_scale)
+          self.gen_optimizer.build(self.generator.trainable_variables)
+        else:
+          self.generator.trainable = False
+      self.prior_ebm = None
+      if config.prior_model_dir:
+        prior_config = config_lib.load_config(config.prior_model_dir)
+        self.prior_ebm = models.build_ebm(
+            prior_config.ebm, self.image_shape,
+            **({"width": prior_config.ebm_width} if prior_config.ebm_width else {}))
+        path = checkpoints.restore_from_run(config.prior_model_dir, ebm=self.prior_ebm)
+        self.prior_ebm.trainable = False
+        logging.info("prior EBM (%s) loaded from %s", prior_config.ebm, path)
     self.bank = None
     if init_strategies.needs_bank(config.mcmc_init):
       # As the reference: the bank is split evenly over replicas, rounded down to a multiple
@@ -174,13 +191,28 @@ class Trainer:
           latent_dim=config.latent_dim if uses_generator(config.mcmc_init) else 0,
           rejuvenation_prob=config.rejuvenation_prob, max_mcmc_updates=config.max_mcmc_updates,
           init_scale=config.persistent_init_scale)
+    self.burnin_bank = None
+    if config.burnin_size:
+      slots = config.burnin_size // self.num_replicas
+      self.burnin_bank = init_strategies.BurnInBank(
+          config.mcmc_init, num_replicas=self.num_local_replicas,
+          slots_per_replica=max(slots - slots % self.batch_per_replica, self.batch_per_replica),
+          image_shape=self.image_shape, graduation_draws=config.graduation_draws,
+          latent_dim=config.latent_dim if uses_generator(config.mcmc_init) else 0,
+          init_scale=config.persistent_init_scale)
     self._dataset_fn = dataset_fn or self._default_dataset_fn
     trackables = dict(ebm=self.ebm, ebm_optimizer=self.ebm_optimizer, step=self.step,
                       lr_scale=self.lr_scale, restarts=self.restarts)
     if self.generator is not None:
-      trackables.update(generator=self.generator, gen_optimizer=self.gen_optimizer)
+      trackables["generator"] = self.generator
+    if self.gen_optimizer is not None:
+      trackables["gen_optimizer"] = self.gen_optimizer
+    if self.prior_ebm is not None:
+      trackables["prior_ebm"] = self.prior_ebm  # So that the run's checkpoint stands alone.
     if self.bank is not None:
       trackables["bank"] = self.bank
+    if self.burnin_bank is not None:
+      trackables["burnin_bank"] = self.burnin_bank
     # The data position: TF can checkpoint the iterator of a single-device pipeline; a
     # distributed iterator (MirroredStrategy and up) cannot be, so there a resumed run reseeds
     # the shuffle with the resume step (see make_iterator).
@@ -200,6 +232,9 @@ class Trainer:
     self._langevin_kwargs = dict(num_steps=config.mcmc_steps, step_size=config.epsilon,
                                  temperature=config.mcmc_temp, tau=config.tau or None,
                                  grad_clip_norm=config.max_langevin_norm or None)
+    if self.prior_ebm is not None:
+      self._langevin_kwargs.update(prior_energy_fn=models.energy_fn(self.prior_ebm),
+                                   prior_temperature=config.prior_temp)
 
   # -- data ---------------------------------------------------------------------------------
   def _default_dataset_fn(self, input_context: tf.distribute.InputContext,
@@ -246,30 +281,38 @@ class Trainer:
           tf.shape(data_images), seed=seed, minval=-1.0, maxval=1.0)
     return images, latents
 
+  def _initial_states(self, slots: int, seed: tf.Tensor):
+    """Initial bank contents [R, slots, ...] from the init source: (images, latents) or, for
+    'persistent', (None, None) (the bank draws its own uniform noise)."""
+    c = self.config
+    rows = self.num_local_replicas
+    if c.mcmc_init == "persistent":
+      return None, None
+    if c.mcmc_init == "data_persistent":
+      images = data.load_split(c.dataset, "train", data_dir=c.data_dir,
+                               image_size=c.image_size).map(lambda e: e["image"])
+      images = images.shuffle(10_000, seed=int(seed[0])).repeat().batch(slots).take(rows)
+      return tf.stack(list(images)), None
+    latents = tf.random.stateless_normal([rows, slots, c.latent_dim], seed=seed)
+    chunks = [self._generate(chunk, training=False)
+              for chunk in tf.split(tf.reshape(latents, [rows * slots, -1]),
+                                    _even_chunks(rows * slots, 512))]
+    return tf.reshape(tf.concat(chunks, 0), [rows, slots, *self.image_shape]), latents
+
   def initialize_bank(self) -> None:
     """Fills every bank slot from the init source (run once, at a fresh start)."""
     if self.bank is None:
       return
-    c = self.config
-    rows, slots = self.num_local_replicas, self.bank.slots_per_replica
     seed = _fold(self._seed, _BANK_INIT)
-    if c.mcmc_init == "persistent":
-      self.bank.initialize(seed=seed)
-    elif c.mcmc_init == "data_persistent":
-      images = data.load_split(c.dataset, "train", data_dir=c.data_dir,
-                               image_size=c.image_size).map(lambda e: e["image"])
-      images = images.shuffle(10_000, seed=c.seed).repeat().batch(slots).take(rows)
-      self.bank.initialize(images=tf.stack(list(images)))
-    else:
-      latents = tf.random.stateless_normal([rows, slots, c.latent_dim], seed=seed)
-      chunks = [self._generate(chunk, training=False)
-                for chunk in tf.split(tf.reshape(latents, [rows * slots, -1]),
-                                      _even_chunks(rows * slots, 512))]
-      images = tf.reshape(tf.concat(chunks, 0), [rows, slots, *self.image_shape])
-      self.bank.initialize(images=images, latents=latents)
+    images, latents = self._initial_states(self.bank.slots_per_replica, seed)
+    self.bank.initialize(images=images, latents=latents, seed=seed)
+    if self.burnin_bank is not None:
+      seed = _fold(seed, _BURN_DRAW)
+      images, latents = self._initial_states(self.burnin_bank.slots_per_replica, seed)
+      self.burnin_bank.initialize(seed, images=images, latents=latents)
 
   # -- the training step --------------------------------------------------------------------
-  def _replica_step(self, batch, draw, step_seed):
+  def _replica_step(self, batch, draw, burn_draw, step_seed):
     c = self.config
     context = tf.distribute.get_replica_context()
     replica_id = context.replica_id_in_sync_group
@@ -295,6 +338,20 @@ class Trainer:
     result = langevin.langevin_sample(self._energy, initial, _fold(seed, _LANGEVIN),
                                       **self._langevin_kwargs)
     negatives = tf.stop_gradient(result.samples)
+    graduated = tf.constant(0.0)
+    burn_states = ()
+    if self.burnin_bank is not None:
+      row = replica_id % self.num_local_replicas
+      burn_kwargs = dict(self._langevin_kwargs, num_steps=c.burnin_steps or c.mcmc_steps)
+      burned = langevin.langevin_sample(self._energy, burn_draw.images[row],
+                                        _fold(seed, _BURN_LANGEVIN), **burn_kwargs).samples
+      refill_images, refill_latents = self._fresh_states(_fold(seed, _BURN_FRESH), data_images)
+      has_latents = uses_generator(c.mcmc_init)
+      mask, burn_images, burn_latents, counters = init_strategies.graduate(
+          burned, burn_draw.latents[row], burn_draw.counters[row], c.graduation_draws,
+          refill_images, refill_latents if has_latents else None)
+      burn_states = (burn_images, burn_latents, counters)
+      graduated = tf.reduce_mean(tf.cast(mask, tf.float32))
 
     with tf.GradientTape() as tape:
       data_energies = self._energy(positives)
@@ -324,21 +381,32 @@ class Trainer:
         loss=loss * self.num_replicas, energy_diff=data_energy - negative_energy,
         data_energy=data_energy, negative_energy=negative_energy,
         drift_norm=result.drift_norm, gen_loss=gen_loss, rejuvenated=rejuvenated,
-        mean_age=mean_age)
-    states = (negatives, latents, ages) if self.bank is not None else ()
-    return metrics, states
+        mean_age=mean_age, graduated=graduated)
+    states = ()
+    if self.bank is not None:
+      states = (negatives, latents, ages)
+      if self.burnin_bank is not None:
+        # Graduates replace the just-updated states in the update bank, as fresh chains.
+        states = (tf.where(_expand(mask, negatives), burned, negatives),
+                  tf.where(_expand(mask, latents), burn_draw.latents[row], latents),
+                  tf.where(mask, tf.zeros_like(ages), ages))
+    return metrics, (states, burn_states)
 
   def _train_step_body(self, iterator) -> StepMetrics:
     step_seed = _fold(self._seed, self.step, self.restarts)
-    draw = None
+    draw = burn_draw = None
     if self.bank is not None:
       draw = self.bank.draw(_fold(step_seed, _DRAW), self.batch_per_replica)
+    if self.burnin_bank is not None:
+      burn_draw = self.burnin_bank.draw(_fold(step_seed, _BURN_DRAW), self.batch_per_replica)
     batch = next(iterator)
-    metrics, states = self.strategy.run(self._replica_step, args=(batch, draw, step_seed))
+    metrics, (states, burn_states) = self.strategy.run(
+        self._replica_step, args=(batch, draw, burn_draw, step_seed))
+    local = lambda value: tf.stack(self.strategy.experimental_local_results(value))
     if self.bank is not None:
-      images, latents, ages = (tf.stack(self.strategy.experimental_local_results(s))
-                               for s in states)
-      self.bank.write_back(draw.indices, images, latents, ages)
+      self.bank.write_back(draw.indices, *(local(s) for s in states))
+    if self.burnin_bank is not None:
+      self.burnin_bank.write_back(burn_draw.indices, *(local(s) for s in burn_states))
     self.step.assign_add(1)
     return StepMetrics(*(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, m, axis=None)
                          for m in metrics))
@@ -479,6 +547,11 @@ class Trainer:
       writer.images(step, f"images/{name}", images)
       summaries.save_image_grid(images, os.path.join(self.config.model_dir, "samples",
                                                      f"{name}_{step:07d}.png"))
+
+
+def _expand(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+  """[B] bool mask broadcastable against `like` [B, ...]."""
+  return tf.reshape(mask, [-1] + [1] * (like.shape.rank - 1))
 
 
 def _even_chunks(total: int, chunk: int):

@@ -99,6 +99,60 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(*runs):
       self.assertAllEqual(a, b)
 
+  def test_midrun_with_a_frozen_pretrained_generator(self):
+    shortrun_dir = self.create_tempdir().full_path
+    shortrun = train_lib.Trainer(_config(shortrun_dir, train_steps=1))
+    shortrun.train()
+    trained = [v.numpy() for v in shortrun.generator.variables]
+    midrun = train_lib.Trainer(_config(
+        self.create_tempdir().full_path, train_steps=2, update_generator=False,
+        gen_checkpoint=shortrun_dir, rejuvenation_prob=0.05, max_mcmc_updates=0))
+    self.assertIsNone(midrun.gen_optimizer)
+    loaded = [v.numpy() for v in midrun.generator.variables]
+    for a, b in zip(trained, loaded):
+      self.assertAllEqual(a, b)
+    metrics = midrun.train()
+    self.assertEqual(metrics["gen_loss"], 0.0)
+    for a, b in zip(trained, midrun.generator.variables):
+      self.assertAllEqual(a, b.numpy())
+
+  def test_frozen_generator_needs_a_checkpoint(self):
+    with self.assertRaisesRegex(ValueError, "needs --gen_checkpoint"):
+      _config("/tmp/unused", update_generator=False)
+
+  def test_longrun_correction_with_prior_and_burn_in(self):
+    prior_dir = self.create_tempdir().full_path
+    prior = train_lib.Trainer(_config(prior_dir, mcmc_init="persistent", tau=0.15,
+                                      train_steps=1))
+    prior.train()
+    correction = train_lib.Trainer(_config(
+        self.create_tempdir().full_path, mcmc_init="persistent", tau=0.15, train_steps=2,
+        prior_model_dir=prior_dir, prior_temp=1e-4, rejuvenation_prob=0.0, burnin_size=16,
+        burnin_steps=2, graduation_draws=1))
+    for a, b in zip(prior.ebm.variables, correction.prior_ebm.variables):
+      self.assertAllEqual(a.numpy(), b.numpy())
+    correction.restore_or_initialize()
+    counters = correction.burnin_bank.counters.numpy()
+    self.assertTrue(np.all((counters >= 0) & (counters < 1)))  # Uniform{0..G-1}, G = 1.
+    iterator = correction.make_iterator()
+    first = correction.train_step(iterator)
+    # Every drawn counter was 0 < G: nothing graduates; the drawn counters become 1.
+    self.assertEqual(float(first.graduated), 0.0)
+    self.assertEqual(int((correction.burnin_bank.counters.numpy() == 1).sum()), 8)
+    update_bank_before = correction.bank.images.numpy().copy()
+    second = correction.train_step(iterator)
+    self.assertGreater(float(second.graduated), 0.0)
+    # Graduated burn-in slots were refilled (counter 0) and their states entered the update
+    # bank: some update-bank slot now holds a state that came from the burn-in bank.
+    self.assertGreater(int((correction.burnin_bank.counters.numpy() == 0).sum()), 0)
+    changed = np.any(correction.bank.images.numpy() != update_bank_before, axis=(2, 3, 4))[0]
+    self.assertEqual(int(changed.sum()), 8)
+    self.assertTrue(np.all(np.isfinite(correction.bank.images.numpy())))
+    # The correction run's checkpoint holds the prior too.
+    path = correction.checkpointer.save(2)
+    keys = [k for k, _ in tf.train.list_variables(path)]
+    self.assertTrue(any(k.startswith("prior_ebm/") for k in keys))
+
   def test_divergence_guard_restores_and_lowers_lr(self):
     model_dir = self.create_tempdir().full_path
     trainer = train_lib.Trainer(_config(model_dir, train_steps=4, divergence_lr_factor=0.5))
