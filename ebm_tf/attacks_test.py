@@ -25,7 +25,7 @@ _PURIFY = dict(num_steps=4, step_size=0.05, temperature=0.01)
 _CE = tf.nn.sparse_softmax_cross_entropy_with_logits
 
 
-def _train_classifier(images, labels, steps=300, batch=64):
+def _train_classifier(images, labels, steps=150, batch=64):
   keras.utils.set_random_seed(0)
   model = build_classifier("small_cnn", (8, 8, 1), 10)
   optimizer = keras.optimizers.Adam(3e-3)

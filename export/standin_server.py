@@ -169,6 +169,7 @@ class StandinModelServer:
     self._grpc_port, self._rest_port = grpc_port, rest_port
     self._max_workers = max_workers
     self._grpc_server = None
+    self._executor = None
     self._http_server = None
     self._http_thread = None
     self.warmup_replayed = 0
@@ -257,10 +258,9 @@ class StandinModelServer:
     options = [("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                ("grpc.so_reuseport", 0)]
-    self._grpc_server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(max_workers=self._max_workers,
-                                              thread_name_prefix="standin-grpc"),
-        options=options)
+    self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self._max_workers,
+                                                           thread_name_prefix="standin-grpc")
+    self._grpc_server = grpc.server(self._executor, options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionServicer(self), self._grpc_server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelServicer(self),
@@ -270,7 +270,8 @@ class StandinModelServer:
 
     handler = type("Handler", (_RestHandler,), {"server_ref": self})
     self._http_server = http.server.ThreadingHTTPServer(("127.0.0.1", self._rest_port), handler)
-    self._http_server.daemon_threads = True
+    self._http_server.daemon_threads = False
+    self._http_server.block_on_close = True  # server_close() joins the request threads.
     self._rest_port = self._http_server.server_address[1]
     self._http_thread = threading.Thread(target=self._http_server.serve_forever,
                                          kwargs={"poll_interval": 0.05},
@@ -283,6 +284,7 @@ class StandinModelServer:
     if self._grpc_server is not None:
       self._grpc_server.stop(grace_s).wait(timeout=grace_s + 5)
       self._grpc_server = None
+      self._executor.shutdown(wait=True)
     if self._http_server is not None:
       self._http_server.shutdown()
       self._http_server.server_close()
@@ -361,7 +363,9 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
   """The REST subset of TF Serving: predict (row and columnar), status, metadata."""
 
   server_ref: StandinModelServer = None
-  protocol_version = "HTTP/1.1"
+  # One request per connection, and a socket timeout, so `stop()` can join every handler thread.
+  protocol_version = "HTTP/1.0"
+  timeout = 30
 
   def log_message(self, *args):  # Quiet: tests run many requests.
     del args
