@@ -132,14 +132,15 @@ class Trainer:
                  self.batch_per_replica)
     self.image_shape = tuple(data.image_shape(config.dataset, config.image_size))
     self.is_chief = distribute.is_chief(self.strategy)
-    if config.precision == "mixed_bfloat16":
-      keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # Networks compute in bfloat16 under mixed precision; energies, images and the Langevin
+    # states stay float32. A per-model dtype policy, not Keras' global one.
+    net_dtype = "mixed_bfloat16" if config.precision == "mixed_bfloat16" else None
     self._seed = tf.constant([config.seed, 0x5EB], tf.int32)
     # Keras initialisers draw from the global seed: fix it so a run's initial weights (and so
     # the whole run) are a function of config.seed.
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
-      self.ebm = models.build_ebm(config.ebm, self.image_shape,
+      self.ebm = models.build_ebm(config.ebm, self.image_shape, dtype=net_dtype,
                                   **({"width": config.ebm_width} if config.ebm_width else {}))
       self._energy = models.energy_fn(self.ebm)
       # Global step, lr scale (lowered by the divergence guard) and the restart count (folded
@@ -158,7 +159,7 @@ class Trainer:
       self.gen_optimizer = None
       if uses_generator(config.mcmc_init):
         self.generator = models.build_generator(
-            config.generator, self.image_shape, latent_dim=config.latent_dim,
+            config.generator, self.image_shape, latent_dim=config.latent_dim, dtype=net_dtype,
             **({"width": config.gen_width} if config.gen_width else {}))
         if config.gen_checkpoint:
           path = checkpoints.restore_from_run(config.gen_checkpoint, generator=self.generator)

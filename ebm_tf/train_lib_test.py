@@ -58,6 +58,18 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(all(changed))
     self.assertEqual(metrics["gen_loss"] > 0, mode.startswith("coop"))
 
+  def test_mixed_bfloat16_networks_with_float32_states(self):
+    trainer = train_lib.Trainer(_config(self.create_tempdir().full_path, train_steps=1,
+                                        precision="mixed_bfloat16"))
+    for model in (trainer.ebm, trainer.generator):
+      conv = [l for l in model.layers if type(l).__name__ == "Conv2D"]
+      self.assertNotEmpty(conv)
+      self.assertEqual(conv[0].compute_dtype, "bfloat16")
+    self.assertEqual(trainer.ebm.trainable_variables[0].dtype, "float32")
+    metrics = trainer.train()
+    self.assertTrue(all(np.isfinite(v) for v in metrics.values()))
+    self.assertEqual(trainer.bank.images.dtype, tf.float32)
+
   def test_bank_is_written_back(self):
     trainer = train_lib.Trainer(_config(self.create_tempdir().full_path,
                                         mcmc_init="persistent", rejuvenation_prob=0.0))
