@@ -15,7 +15,8 @@ labels y, radius eps and step eta (both given in /255 units and applied to [-1, 
    The sign step and the projection are cleverhans' `optimize_linear` and `clip_eta`.
 Robust accuracy = the fraction of images never broken; the curve has adv_steps + 2 entries
 (natural, then one per evaluation). After every step this module checks the eps-ball and the
-[-1, 1] range itself (cleverhans runs with `sanity_checks=False`: its checks crash on numpy 2).
+[-1, 1] range itself (`check_perturbation`). When calling cleverhans attacks directly (e.g. with
+`BPDAModel`), pass `sanity_checks=False`: cleverhans' own checks crash on numpy >= 1.24.
 
 Gradients through the purifier:
 - BPDA (`bpda_purify`): forward = Langevin purification, backward = identity, so the gradient
@@ -23,12 +24,14 @@ Gradients through the purifier:
   EOT repeats (a `tf.custom_gradient`; its grad takes `variables` and returns zeros for the EBM
   weights the purifier reads).
 - Full gradient (`full_gradient_purify`): backpropagates through every Langevin step of a short
-  chain (at most `max_chain_steps`); memory grows with the chain length. For ReLU energies the
-  Hessian vanishes almost everywhere, so this equals BPDA there; it differs for smooth energies.
+  chain (at most `max_chain_steps`); memory grows with the chain length. For piecewise-linear
+  (ReLU) energies the Hessian vanishes almost everywhere, so this equals BPDA there; it differs
+  for smooth energies (softplus, ELU, swish).
 
 Seeds are stateless int32 [2] tensors. `pgd_attack(..., seed)` derives: natural evaluation
-fold_in(seed, 0); random start fold_in(seed, 1); attack evaluation and gradient at step t
-fold_in(fold_in(seed, 2), t); verification at step t, chunk c
+fold_in(seed, 0) (with a verifier: fold_in(fold_in(seed, 0), c) for chunk c of
+`verify_batch_size` images); random start fold_in(seed, 1); attack evaluation and gradient at
+step t fold_in(fold_in(seed, 2), t); verification at step t, chunk c
 fold_in(fold_in(fold_in(seed, 3), t), c). `BPDAModel` (a cleverhans `model_fn`) uses
 fold_in(seed, i) on its i-th call (i = 0, 1, ..., counted by its `calls` variable).
 """
@@ -525,6 +528,7 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     for c, start in enumerate(range(0, len(index), chunk)):
       part = index[start:start + chunk]
       logits = verify(tf.gather(x_adv, part), _fold(step_seed, c)).numpy()
+      check_num_classes(logits)
       wrong.append(part[np.argmax(logits, axis=-1) != y[part]])
     return np.concatenate(wrong) if wrong else index[:0]
 
@@ -533,12 +537,13 @@ def pgd_attack(attack_logits_fn: LogitsFn,
   if num_classes is not None:
     check_num_classes(np.zeros([0, num_classes]))
   x_np = x.numpy()
+  natural_correct = np.ones(y.shape, bool)
   if verify is not None:
-    natural_logits = verify(x, _fold(seed, 0)).numpy()
+    natural_correct[verified_wrong(x, np.arange(y.size), _fold(seed, 0))] = False
   else:
     natural_logits = attack_step(x, x, y, _fold(seed, 0), eps, eta)[0].numpy()
-  check_num_classes(natural_logits)
-  natural_correct = np.argmax(natural_logits, axis=-1) == y
+    check_num_classes(natural_logits)
+    natural_correct = np.argmax(natural_logits, axis=-1) == y
   defended = natural_correct.copy()
   broken_at = np.full(y.shape, -1, np.int64)
   adversarial = x_np.copy()

@@ -140,11 +140,14 @@ class BookkeepingTest(tf.test.TestCase):
     self.assertAllClose(result.accuracy_curve, [0.75, 0.75, 0.75, 0.5, 0.5, 0.5])
     self.assertAllEqual(result.adversarial_images[3], _id_images(4)[3])
 
-    # verify_all re-checks every defended image at every step: image 1 falls at t = 0.
+    # verify_all re-checks every defended image at every step: image 1 falls at t = 0. With
+    # verify_batch_size=1 the natural evaluation takes verifier calls 0-3.
+    verify = np.concatenate([np.repeat(verify[:1], 4, axis=0), verify[1:]])
     result = attacks.pgd_attack(_ScheduledLogits(attack), _id_images(4), [0] * 4, _SEED,
                                 eps_255=1, step_size_255=0.5, adv_steps=4,
                                 verify_logits_fn=_ScheduledLogits(verify), verify_all=True,
                                 verify_batch_size=1)
+    self.assertAllEqual(result.natural_correct, [True, True, True, False])
     self.assertAllEqual(result.broken_at, [-1, 0, -1, -1])
 
   def test_check_perturbation_catches_violations(self):
@@ -239,15 +242,19 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
   def test_bpda_eot_pgd_protocol(self):
     x, y = self.images[:12], self.labels[:12]
     seed = tf.constant([5, 9], tf.int32)
-    result = attacks.bpda_eot_pgd(self.classifier, self.energy, x, y, seed, eps_255=48,
+    # A quadratic energy whose scale is a variable: cheap to trace, and the BPDA gradient
+    # inside the attack's tf.function must still handle the variables the purifier reads.
+    scale = tf.Variable(0.01)
+    energy = lambda x: scale * 0.5 * tf.reduce_sum(tf.square(x), axis=[1, 2, 3])
+    result = attacks.bpda_eot_pgd(self.classifier, energy, x, y, seed, eps_255=48,
                                   step_size_255=16, adv_steps=3, purify_steps=3,
                                   purify_step_size=0.05, purify_temperature=0.01,
                                   eot_attack_reps=2, eot_defense_reps=4,
                                   return_trajectory=True)
     fold = tf.random.experimental.stateless_fold_in
-    # Natural accuracy: the defense with eot_defense_reps at fold_in(seed, 0).
-    natural = purify.eot_predict(self.classifier, self.energy, x, fold(seed, 0), num_steps=3,
-                                 step_size=0.05, temperature=0.01, num_repeats=4)
+    # Natural accuracy: the defense with eot_defense_reps at fold_in(fold_in(seed, 0), 0).
+    natural = purify.eot_predict(self.classifier, energy, x, fold(fold(seed, 0), 0),
+                                 num_steps=3, step_size=0.05, temperature=0.01, num_repeats=4)
     self.assertAllEqual(result.natural_correct, natural.numpy() == y)
     # Random start: clip(x + eps U[-1, 1], -1, 1) with fold_in(seed, 1).
     eps = attacks.to_pixel_units(48)

@@ -15,9 +15,12 @@ Output layout of a run in `config.model_dir` (the exporter and the attack code r
   checkpoints/             `ebm_tf.checkpoints.Checkpointer` of the full training state, keys
                            `classifier` (the Keras model), `optimizer` (SGD with its momentum
                            slots and iteration count), `step` (int64), `best_accuracy` (float32,
-                           -1 before the first evaluation) and `best_step` (int64); one
-                           `ckpt-<step>` per evaluation and at the end, the newest
-                           `max_to_keep` kept.
+                           -1 before the first evaluation), `best_step` (int64) and, under the
+                           default strategy, `data_iterator`; one `ckpt-<step>` per evaluation
+                           and at the end, the newest `max_to_keep` kept. Restore the model
+                           through the object graph (`tf.train.Checkpoint(classifier=model)`,
+                           as `load_classifier` does), not by variable names: the weights are
+                           stored under the optimizer's path.
   best/                    a Checkpointer directory with the single key `classifier`: the
                            weights with the highest accuracy on `eval_split` so far
                            (`ckpt-<step>`, only the newest kept), and
@@ -247,10 +250,17 @@ class ClassifierTrainer:
                                        name="best_accuracy", aggregation=first)
       self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step",
                                    aggregation=first)
+      trackables = dict(classifier=self.model, optimizer=self.optimizer, step=self.step,
+                        best_accuracy=self.best_accuracy, best_step=self.best_step)
+      # The data position: TF can checkpoint the iterator of a single-device pipeline, so a
+      # resumed run sees the batches an uninterrupted one would; a distributed iterator cannot
+      # be checkpointed, and a resumed run reseeds the shuffle instead (see make_iterator).
+      self._iterator = None
+      if distribute.is_default_strategy(self.strategy):
+        self._iterator = self.make_iterator()
+        trackables["data_iterator"] = self._iterator
       self.checkpointer = checkpoints.Checkpointer(
-          checkpoint_dir, max_to_keep=config.max_to_keep, classifier=self.model,
-          optimizer=self.optimizer, step=self.step, best_accuracy=self.best_accuracy,
-          best_step=self.best_step)
+          checkpoint_dir, max_to_keep=config.max_to_keep, **trackables)
       self.best_checkpointer = checkpoints.Checkpointer(best_dir, max_to_keep=1,
                                                         classifier=self.model)
     self._run_steps = tf.function(self._run_steps_body)
@@ -258,10 +268,15 @@ class ClassifierTrainer:
     self._eval_data = None
 
   # -- data -----------------------------------------------------------------------------------
-  def _make_iterator(self, start_step: int):
+  def make_iterator(self, resume_step: int = 0):
+    """An iterator over the (per-replica) training batches of the config's dataset.
+
+    The shuffle and augmentation seed is `config.seed`, or, for a distributed iterator resumed
+    at `resume_step` > 0, `config.seed + 7919 * resume_step` (a documented reseed, as in
+    `train_lib`: TF cannot checkpoint a distributed iterator's position).
+    """
     c = self.config
-    # A resumed run reshuffles from a seed of its own instead of replaying the first batches.
-    seed = c.seed if start_step == 0 else hash((c.seed, start_step)) % (2 ** 31)
+    seed = c.seed + 7919 * resume_step
 
     def dataset_fn(input_context):
       return data.make_train_dataset(
@@ -407,7 +422,7 @@ class ClassifierTrainer:
       writer.hparams(classifier_config.config_dict(c))
     self.eval_data()  # Fail on a missing evaluation split before training.
     progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every)
-    iterator = self._make_iterator(start)
+    iterator = self._iterator or self.make_iterator(resume_step=start)
     step = start
     sums = np.zeros(3)
     while step < c.train_steps:

@@ -22,34 +22,36 @@ from export import ebm_run
 from export import purifier_module
 from export import saved_model_export
 
-_CHECKPOINT_DIR = flags.DEFINE_string(
-    "checkpoint_dir", None, "the EBM training run's --model_dir (config.json + checkpoints/)")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "a specific EBM checkpoint prefix (default: the newest in "
-    "<checkpoint_dir>/checkpoints)")
-_CLASSIFIER_DIR = flags.DEFINE_string(
-    "classifier_dir", None, "optional classifier run (classifier_config.json + checkpoints/ "
-    "with key 'classifier'); without it the model only purifies")
-_EXPORT_BASE = flags.DEFINE_string("export_base", None, "directory of served models")
-_MODEL_NAME = flags.DEFINE_string("model_name", "purifier", "TF Serving model name")
-_VERSION = flags.DEFINE_integer("version", None, "explicit version (default: newest + 1)")
-_STEP_SIZE = flags.DEFINE_float("step_size", None, "Langevin eps (default: the run's epsilon)")
-_TEMPERATURE = flags.DEFINE_float("temperature", None,
-                                  "Langevin temperature T (default: the run's mcmc_temp)")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 100, "default purification steps of a request")
-_MAX_NUM_STEPS = flags.DEFINE_integer("max_num_steps", 2000, "largest num_steps accepted")
-_MAX_BATCH_SIZE = flags.DEFINE_integer("max_batch_size", 64, "largest request batch accepted")
-_NUM_REPEATS = flags.DEFINE_integer("num_repeats", 1, "default EOT repeats of a request")
-_MAX_NUM_REPEATS = flags.DEFINE_integer("max_num_repeats", 16, "largest num_repeats accepted")
-_INPUT_RANGE = flags.DEFINE_enum("input_range", "reject", ["reject", "clip"],
-                                 "images outside [-1, 1]: reject the request or clip them")
-_JIT_COMPILE = flags.DEFINE_bool("jit_compile", False,
-                                 "XLA-compile sampler and classifier (GPU/TPU; slow on CPU)")
-_WARMUP_BATCH_SIZES = flags.DEFINE_list("warmup_batch_sizes", ["1"],
-                                        "batch sizes of the warmup requests")
-_SERVING_BASE_PATH = flags.DEFINE_string(
-    "serving_base_path", None, "base_path written to models.config (default: the absolute "
-    "local path of <export_base>/<model_name>; use e.g. /models/purifier for a container)")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines the exporter's flags on `flag_values` (binaries only; library code defines none)."""
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_string("checkpoint_dir", None,
+                      "the EBM training run's --model_dir (config.json + checkpoints/)", **fv)
+  flags.DEFINE_string("checkpoint", None, "a specific EBM checkpoint prefix (default: the "
+                      "newest in <checkpoint_dir>/checkpoints)", **fv)
+  flags.DEFINE_string("classifier_dir", None, "optional classifier run (classifier_config.json "
+                      "+ checkpoints/ with key 'classifier'); without it the model only "
+                      "purifies", **fv)
+  flags.DEFINE_string("export_base", None, "directory of served models", **fv)
+  flags.DEFINE_string("model_name", "purifier", "TF Serving model name", **fv)
+  flags.DEFINE_integer("version", None, "explicit version (default: newest + 1)", **fv)
+  flags.DEFINE_float("step_size", None, "Langevin eps (default: the run's epsilon)", **fv)
+  flags.DEFINE_float("temperature", None, "Langevin temperature T (default: the run's "
+                     "mcmc_temp)", **fv)
+  flags.DEFINE_integer("num_steps", 100, "default purification steps of a request", **fv)
+  flags.DEFINE_integer("max_num_steps", 2000, "largest num_steps accepted", **fv)
+  flags.DEFINE_integer("max_batch_size", 64, "largest request batch accepted", **fv)
+  flags.DEFINE_integer("num_repeats", 1, "default EOT repeats of a request", **fv)
+  flags.DEFINE_integer("max_num_repeats", 16, "largest num_repeats accepted", **fv)
+  flags.DEFINE_enum("input_range", "reject", ["reject", "clip"],
+                    "images outside [-1, 1]: reject the request or clip them", **fv)
+  flags.DEFINE_bool("jit_compile", False,
+                    "XLA-compile sampler and classifier (GPU/TPU; slow on CPU)", **fv)
+  flags.DEFINE_list("warmup_batch_sizes", ["1"], "batch sizes of the warmup requests", **fv)
+  flags.DEFINE_string("serving_base_path", None, "base_path written to models.config "
+                      "(default: the absolute local path of <export_base>/<model_name>; use e.g. "
+                      "/models/purifier for a container)", **fv)
 
 
 def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", *,
@@ -91,24 +93,25 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
       serving_base_path=serving_base_path, export_info=info)
 
 
-def main(argv):
+def main(argv, flag_values: flags.FlagValues = flags.FLAGS):
+  f = flag_values
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not f.checkpoint_dir or not f.export_base:
+    raise app.UsageError("--checkpoint_dir and --export_base are required")
   result = export(
-      _CHECKPOINT_DIR.value, _EXPORT_BASE.value, _MODEL_NAME.value,
-      classifier_dir=_CLASSIFIER_DIR.value, checkpoint=_CHECKPOINT.value,
-      version=_VERSION.value, step_size=_STEP_SIZE.value, temperature=_TEMPERATURE.value,
-      warmup_batch_sizes=[int(b) for b in _WARMUP_BATCH_SIZES.value],
-      serving_base_path=_SERVING_BASE_PATH.value,
-      default_num_steps=_NUM_STEPS.value, max_num_steps=_MAX_NUM_STEPS.value,
-      max_batch_size=_MAX_BATCH_SIZE.value, default_num_repeats=_NUM_REPEATS.value,
-      max_num_repeats=_MAX_NUM_REPEATS.value, input_range=_INPUT_RANGE.value,
-      jit_compile=_JIT_COMPILE.value)
+      f.checkpoint_dir, f.export_base, f.model_name, classifier_dir=f.classifier_dir,
+      checkpoint=f.checkpoint, version=f.version, step_size=f.step_size,
+      temperature=f.temperature, warmup_batch_sizes=[int(b) for b in f.warmup_batch_sizes],
+      serving_base_path=f.serving_base_path, default_num_steps=f.num_steps,
+      max_num_steps=f.max_num_steps, max_batch_size=f.max_batch_size,
+      default_num_repeats=f.num_repeats, max_num_repeats=f.max_num_repeats,
+      input_range=f.input_range, jit_compile=f.jit_compile)
   logging.info("exported version %d to %s", result.version, result.version_dir)
   print(f"exported {result.version_dir}\nmodels config: {result.models_config_path}\n"
         f"batching parameters: {result.batching_parameters_path}")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["checkpoint_dir", "export_base"])
+  define_flags()
   app.run(main)

@@ -172,6 +172,7 @@ class StandinModelServer:
     self._executor = None
     self._http_server = None
     self._http_thread = None
+    self.thread_name_prefix = f"standin-{id(self):x}"  # Names of the threads this server starts.
     self.warmup_replayed = 0
     self._model = self._load_newest()
 
@@ -258,8 +259,8 @@ class StandinModelServer:
     options = [("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                ("grpc.so_reuseport", 0)]
-    self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self._max_workers,
-                                                           thread_name_prefix="standin-grpc")
+    self._executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=self._max_workers, thread_name_prefix=f"{self.thread_name_prefix}-grpc")
     self._grpc_server = grpc.server(self._executor, options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionServicer(self), self._grpc_server)
@@ -275,7 +276,7 @@ class StandinModelServer:
     self._rest_port = self._http_server.server_address[1]
     self._http_thread = threading.Thread(target=self._http_server.serve_forever,
                                          kwargs={"poll_interval": 0.05},
-                                         name="standin-rest", daemon=True)
+                                         name=f"{self.thread_name_prefix}-rest", daemon=True)
     self._http_thread.start()
     return self
 
