@@ -363,7 +363,7 @@ class ClassifierTrainer:
       record = read_best(self.config.model_dir)
     except FileNotFoundError:
       record = None
-    if record is not None and record["accuracy"] > float(self.best_accuracy.numpy()):
+    if record is not None and np.float32(record["accuracy"]) > self.best_accuracy.numpy():
       self.best_accuracy.assign(record["accuracy"])
       self.best_step.assign(record["step"])
     return int(self.step.numpy())
@@ -371,7 +371,8 @@ class ClassifierTrainer:
   def _evaluate_and_save(self, step: int, writer: summaries.SummaryWriter) -> float:
     c = self.config
     accuracy = self.evaluate()
-    if accuracy > float(self.best_accuracy.numpy()):
+    # Compared in float32, the variable's precision, so that a tie keeps the earlier weights.
+    if np.float32(accuracy) > self.best_accuracy.numpy():
       self.best_accuracy.assign(accuracy)
       self.best_step.assign(step)
       self.best_checkpointer.save(step)
