@@ -21,6 +21,7 @@ from absl import flags
 
 from ebm_tf import data
 from ebm_tf import distribute
+from ebm_tf import flag_config
 from ebm_tf import models
 
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -163,29 +164,7 @@ _HELPS = {
 
 def define_classifier_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines one absl flag per `ClassifierConfig` field on `flag_values` (call once per binary)."""
-  for field in dataclasses.fields(ClassifierConfig):
-    name, default = field.name, field.default
-    help_text = _HELPS.get(name, name.replace("_", " "))
-    if isinstance(default, bool):
-      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, tuple):
-      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif name == "image_size":
-      flags.DEFINE_integer(name, None, help_text, flag_values=flag_values)
-    else:
-      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-
-
-def _parse_numbers(name: str, strings, kind):
-  try:
-    return tuple(kind(s) for s in strings)
-  except ValueError:
-    raise ValueError(f"--{name} must be a comma-separated list of {kind.__name__} values; got "
-                     f"{','.join(strings)!r}") from None
+  flag_config.define_flags(ClassifierConfig, _HELPS, flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS,
@@ -195,14 +174,7 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS,
   Raises:
     ValueError: a bad setting, or no --model_dir.
   """
-  values = {}
-  for field in dataclasses.fields(ClassifierConfig):
-    value = flag_values[field.name].value
-    if isinstance(field.default, tuple):
-      kind = int if field.name.endswith("_boundaries") else float
-      value = _parse_numbers(field.name, value or [], kind)
-    values[field.name] = value
-  values.update(overrides)
+  values = flag_config.from_flags(ClassifierConfig, flag_values, overrides)
   if not values["model_dir"]:
     raise ValueError("--model_dir is required: where classifier_config.json, checkpoints, the "
                      "best checkpoint and TensorBoard events are written")
@@ -225,13 +197,8 @@ def save_config(config: ClassifierConfig, model_dir: str) -> str:
   The file holds every field (`"classifier"`, `"dataset"`, `"image_size"` - null for the
   dataset's own size - ...) plus `"num_classes"` and `"image_shape"` [H, W, C]. Returns its path.
   """
-  os.makedirs(model_dir, exist_ok=True)
-  path = os.path.join(model_dir, CONFIG_FILENAME)
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    json.dump(config_dict(config), f, indent=2, sort_keys=True)
-  os.replace(temp, path)
-  return path
+  return flag_config.write_json_atomic(config_dict(config),
+                                       os.path.join(model_dir, CONFIG_FILENAME))
 
 
 def load_config(model_dir: str, **overrides) -> ClassifierConfig:

@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 from absl import flags
 
+from ebm_tf import flag_config
 from ebm_tf import init_strategies
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -223,41 +224,12 @@ def define_train_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "seed": "seed of every stateless random stream of the run",
       "model_dir": "where checkpoints, TensorBoard events and sample grids go",
   }
-  for field in dataclasses.fields(TrainConfig):
-    name, default = field.name, field.default
-    help_text = helps.get(name, name.replace("_", " "))
-    if isinstance(default, bool):
-      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, tuple):
-      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif name == "image_size":
-      flags.DEFINE_integer(name, None, help_text, flag_values=flag_values)
-    else:
-      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-
-
-def _parse_numbers(name: str, strings, kind):
-  try:
-    return tuple(kind(s) for s in strings)
-  except ValueError:
-    raise ValueError(f"--{name} must be a comma-separated list of {kind.__name__} values; got "
-                     f"{','.join(strings)!r}") from None
+  flag_config.define_flags(TrainConfig, helps, flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS, **overrides) -> TrainConfig:
   """Builds the validated `TrainConfig` from parsed flags (`overrides` win)."""
-  values = {}
-  for field in dataclasses.fields(TrainConfig):
-    value = flag_values[field.name].value
-    if isinstance(field.default, tuple):
-      kind = int if field.name.endswith("_boundaries") else float
-      value = _parse_numbers(field.name, value or [], kind)
-    values[field.name] = value
-  values.update(overrides)
+  values = flag_config.from_flags(TrainConfig, flag_values, overrides)
   if not values["model_dir"]:
     raise ValueError("--model_dir is required: where checkpoints, TensorBoard events and "
                      "sample grids are written")
@@ -272,13 +244,8 @@ def save_config(config: TrainConfig, model_dir: str) -> str:
 
   Downstream tools (sampling, export, evaluation) rebuild the run's networks from it.
   """
-  os.makedirs(model_dir, exist_ok=True)
-  path = os.path.join(model_dir, CONFIG_FILENAME)
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
-  os.replace(temp, path)
-  return path
+  return flag_config.write_json_atomic(dataclasses.asdict(config),
+                                       os.path.join(model_dir, CONFIG_FILENAME))
 
 
 def load_config(model_dir: str, **overrides) -> TrainConfig:

@@ -9,7 +9,7 @@ import math
 import os
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 import numpy as np

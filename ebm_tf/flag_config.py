@@ -1,0 +1,73 @@
+"""Frozen dataclass configs <-> absl flags and JSON: the shared mechanics of every config.
+
+A config is a frozen dataclass whose field defaults are bool, int, float, str, None or tuples of
+numbers; each field becomes one absl flag of the same name (tuples: comma-separated lists).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Mapping, Type, TypeVar
+
+from absl import flags
+
+ConfigT = TypeVar("ConfigT")
+
+
+def define_flags(config_class: Type[ConfigT], helps: Mapping[str, str],
+                 flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines one absl flag per field of `config_class` on `flag_values`.
+
+  `image_size` (default None) is an integer flag; other None defaults are string flags.
+  `helps` maps field names to help texts (the name is the fallback).
+  """
+  for field in dataclasses.fields(config_class):
+    name, default = field.name, field.default
+    help_text = helps.get(name, name.replace("_", " "))
+    if isinstance(default, bool):
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, float):
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif name == "image_size":
+      flags.DEFINE_integer(name, None, help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def _parse_numbers(name: str, strings, kind):
+  try:
+    return tuple(kind(s) for s in strings)
+  except ValueError:
+    raise ValueError(f"--{name} must be a comma-separated list of {kind.__name__} values; got "
+                     f"{','.join(strings)!r}") from None
+
+
+def from_flags(config_class: Type[ConfigT], flag_values: flags.FlagValues,
+               overrides: Mapping[str, Any]) -> Dict[str, Any]:
+  """The field values of `config_class` read from parsed flags (`overrides` win).
+
+  List flags become tuples of ints (names ending in `_boundaries`) or of floats.
+  """
+  values = {}
+  for field in dataclasses.fields(config_class):
+    value = flag_values[field.name].value
+    if isinstance(field.default, tuple):
+      kind = int if field.name.endswith("_boundaries") else float
+      value = _parse_numbers(field.name, value or [], kind)
+    values[field.name] = value
+  values.update(overrides)
+  return values
+
+
+def write_json_atomic(values: Mapping[str, Any], path: str) -> str:
+  """Writes `values` as JSON to `path` via a temp file and a rename; returns `path`."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  temp = f"{path}.tmp-{os.getpid()}"
+  with open(temp, "w") as f:
+    json.dump(values, f, indent=2, sort_keys=True)
+  os.replace(temp, path)
+  return path
