@@ -7,7 +7,8 @@ and set
   TF_SERVING_MODEL_DIR=<export_base>/<model_name>   (the directory the server serves)
   TF_SERVING_MODEL_NAME=purifier                     (optional)
 The real-server tests compare the server's answers with the same version loaded locally by
-`tf.saved_model.load`; they are skipped when these variables are not set.
+`tf.saved_model.load` (an export with a classifier, served with the default version policy);
+they are skipped when these variables are not set.
 """
 
 import concurrent.futures
@@ -44,12 +45,16 @@ class _ClientTests:
   (the export's purifier_config dict) and cls.expected(images, seed, num_steps, num_repeats).
   """
 
+  def images(self, batch, seed, low=-1.0, high=1.0):
+    return testing_utils.images(batch, seed=seed, low=low, high=high,
+                                shape=tuple(self.limits["image_shape"]))
+
   def clients(self):
     return [client.connect("grpc://" + self.grpc_target, self.model_name, timeout_s=60),
             client.connect(self.rest_url, self.model_name, timeout_s=60)]
 
   def test_purify_matches_the_model(self):
-    x = testing_utils.images(3, seed=1, low=-0.8, high=0.8)
+    x = self.images(3, 1, low=-0.8, high=0.8)
     expected = self.expected(x, [1, 2], 3, 2)
     for c in self.clients():
       with self.subTest(client=type(c).__name__), c:
@@ -60,7 +65,7 @@ class _ClientTests:
           self.assertAllClose(out[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
   def test_omitted_controls_take_the_export_defaults(self):
-    x = testing_utils.images(2, seed=2)
+    x = self.images(2, 2)
     expected = self.expected(x, [0, 0], self.limits["default_num_steps"],
                              self.limits["default_num_repeats"])
     for c in self.clients():
@@ -68,7 +73,7 @@ class _ClientTests:
         self.assertAllClose(c.purify(x)["purified"], expected["purified"], rtol=1e-5, atol=1e-6)
 
   def test_energy_uint8_status_and_metadata(self):
-    x = testing_utils.images(2, seed=3)
+    x = self.images(2, 3)
     u8 = np.round((x + 1) * 127.5).astype(np.uint8)
     for c in self.clients():
       with self.subTest(client=type(c).__name__), c:
@@ -82,7 +87,7 @@ class _ClientTests:
                                   list(c.metadata()))
 
   def test_bad_inputs_are_rejected_with_clear_errors_and_serving_continues(self):
-    x = testing_utils.images(2, seed=4)
+    x = self.images(2, 4)
     h, w, c_ = self.limits["image_shape"]
     max_batch, max_steps = self.limits["max_batch_size"], self.limits["max_num_steps"]
     cases = [
@@ -117,7 +122,7 @@ class _ClientTests:
       self.assertEqual(caught.exception.code, "INVALID_ARGUMENT")
 
   def test_deadline_exceeded_is_reported(self):
-    x = testing_utils.images(1, seed=6)
+    x = self.images(1, 6)
     with client.GrpcPurifierClient(self.grpc_target, self.model_name, timeout_s=1e-4) as c:
       with self.assertRaises(client.ServingError) as caught:
         c.purify(x, num_steps=self.limits["max_num_steps"])
@@ -131,10 +136,10 @@ class _ClientTests:
       self.assertEqual(caught.exception.code, "NOT_FOUND")
     with client.connect("grpc://" + self.grpc_target, self.model_name) as c:
       with self.assertRaisesRegex(client.ServingError, 'signature key "nope" not found'):
-        c.predict({"images": testing_utils.images(1)}, "nope")
+        c.predict({"images": self.images(1, 0)}, "nope")
 
   def test_concurrent_clients_get_their_own_answers(self):
-    x = testing_utils.images(2, seed=5, low=-0.5, high=0.5)
+    x = self.images(2, 5, low=-0.5, high=0.5)
     jobs = [(kind, seed) for kind in ("grpc", "rest") for seed in range(4)]
     expected = {seed: self.expected(x, [seed, 1], 2, 1)["purified"] for _, seed in jobs}
 
@@ -193,7 +198,10 @@ class RealServerClientTest(_ClientTests, tf.test.TestCase):
     cls.rest_url = os.environ["TF_SERVING_REST"]
     cls.model_name = os.environ.get("TF_SERVING_MODEL_NAME", "purifier")
     version_dir = standin_server.latest_version_dir(os.environ["TF_SERVING_MODEL_DIR"])
-    cls.limits = saved_model_export.read_export_info(version_dir)["purifier_config"]
+    info = saved_model_export.read_export_info(version_dir)
+    if not info["has_classifier"]:
+      raise unittest.SkipTest("the real-server tests need an export with a classifier")
+    cls.limits = info["purifier_config"]
     loaded = tf.saved_model.load(version_dir)
 
     def expected(images, seed, num_steps, num_repeats):
@@ -229,7 +237,8 @@ class RetryTest(tf.test.TestCase):
 
     c = client.GrpcPurifierClient(f"127.0.0.1:{_free_port()}", timeout_s=7, max_attempts=3,
                                   backoff_s=0.01)
-    with c, mock.patch.object(c._predictions, "Predict", side_effect=predict):  # pylint: disable=protected-access
+    stub = c._predictions  # pylint: disable=protected-access
+    with c, mock.patch.object(stub, "Predict", side_effect=predict):
       self.assertAllEqual(c.energy(np.zeros([1, 8, 8, 1])), [1.0])
     self.assertEqual(calls, [7, 7, 7])
 

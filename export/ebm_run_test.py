@@ -42,10 +42,20 @@ class EbmRunTest(tf.test.TestCase):
   def test_missing_checkpoint(self):
     run_dir = self.create_tempdir().full_path
     config_lib.save_config(config_lib.TrainConfig(dataset="digits", model_dir=run_dir), run_dir)
-    with self.assertRaisesRegex(FileNotFoundError, "no checkpoint in"):
+    with self.assertRaisesRegex(FileNotFoundError, "no checkpoint found"):
       ebm_run.restore_ebm(run_dir)
     with self.assertRaisesRegex(FileNotFoundError, "no config.json"):
       ebm_run.restore_ebm(self.create_tempdir().full_path)
+
+
+  def test_checkpoint_of_another_network_is_rejected(self):
+    run_dir = self.create_tempdir().full_path
+    config_lib.save_config(config_lib.TrainConfig(dataset="digits", ebm="ebm_small",
+                                                  model_dir=run_dir), run_dir)
+    other = models.build_ebm("ebm_small", (8, 8, 1), width=8)
+    checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), ebm=other).save(1)
+    with self.assertRaises(checkpoints.CheckpointMismatchError):
+      ebm_run.restore_ebm(run_dir)
 
 
 if __name__ == "__main__":

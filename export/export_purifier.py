@@ -17,7 +17,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from export import classifier_run
+from ebm_tf import classifier_lib
 from export import ebm_run
 from export import purifier_module
 from export import saved_model_export
@@ -30,9 +30,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "the EBM training run's --model_dir (config.json + checkpoints/)", **fv)
   flags.DEFINE_string("checkpoint", None, "a specific EBM checkpoint prefix (default: the "
                       "newest in <checkpoint_dir>/checkpoints)", **fv)
-  flags.DEFINE_string("classifier_dir", None, "optional classifier run (classifier_config.json "
-                      "+ checkpoints/ with key 'classifier'); without it the model only "
-                      "purifies", **fv)
+  flags.DEFINE_string("classifier_dir", None, "optional ebm_tf.train_classifier run "
+                      "(its --model_dir); without it the model only purifies", **fv)
+  flags.DEFINE_enum("classifier_checkpoint", "best", ["best", "latest"],
+                    "the classifier's best-accuracy weights or its newest checkpoint", **fv)
   flags.DEFINE_string("export_base", None, "directory of served models", **fv)
   flags.DEFINE_string("model_name", "purifier", "TF Serving model name", **fv)
   flags.DEFINE_integer("version", None, "explicit version (default: newest + 1)", **fv)
@@ -55,15 +56,18 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", *,
-           classifier_dir: Optional[str] = None, checkpoint: Optional[str] = None,
-           version: Optional[int] = None, step_size: Optional[float] = None,
+           classifier_dir: Optional[str] = None, classifier_checkpoint: str = "best",
+           checkpoint: Optional[str] = None, version: Optional[int] = None,
+           step_size: Optional[float] = None,
            temperature: Optional[float] = None, warmup_batch_sizes=(1,),
            serving_base_path: Optional[str] = None, **config_kwargs
            ) -> saved_model_export.ExportResult:
   """Restores the networks of a run and exports them; returns the ExportResult.
 
-  `config_kwargs` are PurifierConfig fields (default_num_steps, max_num_steps, max_batch_size,
-  default_num_repeats, max_num_repeats, input_range, jit_compile).
+  The classifier (an `ebm_tf.train_classifier` run) is loaded with
+  `ebm_tf.classifier_lib.load_classifier(classifier_dir, classifier_checkpoint)` ("best" or
+  "latest"). `config_kwargs` are PurifierConfig fields (default_num_steps, max_num_steps,
+  max_batch_size, default_num_repeats, max_num_repeats, input_range, jit_compile).
 
   Raises:
     FileNotFoundError / ValueError: missing runs or checkpoints, mismatched image shapes, bad
@@ -71,13 +75,13 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
   """
   ebm, train_config, ebm_checkpoint = ebm_run.restore_ebm(checkpoint_dir, checkpoint)
   image_shape = tuple(int(d) for d in ebm.inputs[0].shape[1:])
-  classifier, classifier_checkpoint = None, None
+  classifier = None
   if classifier_dir:
-    classifier, classifier_config, classifier_checkpoint = classifier_run.restore_classifier(
-        classifier_dir)
-    if classifier_config.image_shape != image_shape:
-      raise ValueError(f"the classifier takes images of shape {classifier_config.image_shape} "
-                       f"but the EBM takes {image_shape}")
+    classifier, classifier_config = classifier_lib.load_classifier(classifier_dir,
+                                                                   classifier_checkpoint)
+    if tuple(classifier_config.image_shape) != image_shape:
+      raise ValueError(f"the classifier takes images of shape "
+                       f"{tuple(classifier_config.image_shape)} but the EBM takes {image_shape}")
   config = purifier_module.PurifierConfig(
       image_shape=image_shape,
       step_size=float(step_size if step_size is not None else train_config.epsilon),
@@ -86,8 +90,8 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
   module = purifier_module.PurifierModule(ebm, config, classifier)
   info = {"ebm": train_config.ebm, "dataset": train_config.dataset,
           "ebm_checkpoint": os.path.abspath(ebm_checkpoint),
-          "classifier_checkpoint": (os.path.abspath(classifier_checkpoint)
-                                    if classifier_checkpoint else None)}
+          "classifier_dir": os.path.abspath(classifier_dir) if classifier_dir else None,
+          "classifier_checkpoint": classifier_checkpoint if classifier_dir else None}
   return saved_model_export.export_saved_model(
       module, export_base, model_name, version=version, warmup_batch_sizes=warmup_batch_sizes,
       serving_base_path=serving_base_path, export_info=info)
@@ -101,8 +105,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS):
     raise app.UsageError("--checkpoint_dir and --export_base are required")
   result = export(
       f.checkpoint_dir, f.export_base, f.model_name, classifier_dir=f.classifier_dir,
-      checkpoint=f.checkpoint, version=f.version, step_size=f.step_size,
-      temperature=f.temperature, warmup_batch_sizes=[int(b) for b in f.warmup_batch_sizes],
+      classifier_checkpoint=f.classifier_checkpoint, checkpoint=f.checkpoint,
+      version=f.version, step_size=f.step_size, temperature=f.temperature,
+      warmup_batch_sizes=[int(b) for b in f.warmup_batch_sizes],
       serving_base_path=f.serving_base_path, default_num_steps=f.num_steps,
       max_num_steps=f.max_num_steps, max_batch_size=f.max_batch_size,
       default_num_repeats=f.num_repeats, max_num_repeats=f.max_num_repeats,

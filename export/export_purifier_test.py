@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from ebm_tf import checkpoints
+from ebm_tf import classifier_config
+from ebm_tf import classifier_lib
 from ebm_tf import models
-from export import classifier_run
 from export import ebm_run
 from export import export_purifier
 from export import purifier_module
@@ -165,7 +166,7 @@ class ExportPurifierTest(tf.test.TestCase):
 
     # Meanwhile, the in-process model from the same runs and settings.
     ebm, train_config, _ = ebm_run.restore_ebm(run_dir)
-    classifier, _, _ = classifier_run.restore_classifier(classifier_dir)
+    classifier, _ = classifier_lib.load_classifier(classifier_dir)
     module = purifier_module.PurifierModule(ebm, purifier_module.PurifierConfig(
         image_shape=(8, 8, 1), step_size=train_config.epsilon,
         temperature=train_config.mcmc_temp, default_num_steps=3, max_num_steps=20,
@@ -201,10 +202,11 @@ class ExportPurifierTest(tf.test.TestCase):
     run_dir = self.create_tempdir("ebm_run").full_path
     classifier_dir = self.create_tempdir("classifier_run").full_path
     testing_utils.make_ebm_run(run_dir)
-    classifier_run.save_classifier_config(classifier_run.ClassifierRunConfig(
-        "small_cnn", "digits", 16, 10), classifier_dir)
+    classifier_config.save_config(classifier_config.ClassifierConfig(
+        dataset="digits", image_size=16, classifier="small_cnn", model_dir=classifier_dir),
+                                  classifier_dir)
     classifier = models.build_classifier("small_cnn", (16, 16, 1), 10)
-    checkpoints.Checkpointer(os.path.join(classifier_dir, "checkpoints"),
+    checkpoints.Checkpointer(os.path.join(classifier_dir, classifier_lib.BEST_DIR),
                              classifier=classifier).save(1)
     with self.assertRaisesRegex(ValueError, r"classifier takes images of shape \(16, 16, 1\) "
                                 r"but the EBM takes \(8, 8, 1\)"):

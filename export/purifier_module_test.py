@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebm_tf import langevin
+from ebm_tf import purify
 from export import purifier_module
 from export import testing_utils
 
@@ -74,6 +75,18 @@ class PurifierModuleTest(tf.test.TestCase):
     expected = np.mean([self.classifier(c).numpy() for c in chains], axis=0)
     self.assertAllClose(out["logits"], expected, rtol=1e-5, atol=1e-6)
     self.assertAllClose(out["purified"], chains[0], rtol=1e-6, atol=1e-6)
+
+  def test_agrees_with_the_library_eot_classifier(self):
+    # ebm_tf.purify is the library's purification + EOT classifier (same chain layout).
+    repeats, steps, seed = 2, 2, _seed(9, 9)
+    out = self.module.serve(self.x, seed, tf.constant(steps), tf.constant(repeats))
+    kwargs = dict(num_steps=steps, step_size=self.config.step_size,
+                  temperature=self.config.temperature, num_repeats=repeats)
+    energy = lambda z: self.ebm(z, training=False)
+    self.assertAllClose(out["logits"], purify.eot_logits(self.classifier, energy, self.x, seed,
+                                                         **kwargs), rtol=1e-5, atol=1e-6)
+    self.assertAllClose(out["purified"], purify.purify(energy, self.x, seed, **kwargs)[0],
+                        rtol=1e-6, atol=1e-6)
 
   def test_defaults(self):
     out = self.module.serve(self.x)

@@ -143,6 +143,23 @@ class SavedModelExportTest(tf.test.TestCase):
     module = self.small_module
     self.assertEqual(saved_model_export.export_saved_model(module, base, "m").version, 1)
 
+  def test_xla_export_marks_functions_for_compilation(self):
+    # The purify signatures' XLA compile takes ~15 s on CPU; the energy signature's is quick.
+    module = testing_utils.tiny_module(with_classifier=False, jit_compile=True)
+    result = saved_model_export.export_saved_model(module, self.create_tempdir().full_path, "m")
+    library = _meta_graph(result.version_dir).graph_def.library
+    compiled = [f.signature.name for f in library.function
+                if f.attr["_XlaMustCompile"].b]
+    self.assertNotEmpty(compiled)
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+      signature = tf.compat.v1.saved_model.loader.load(
+          session, ["serve"], result.version_dir).signature_def["energy"]
+      energies = session.run(signature.outputs["energies"].name,
+                             {signature.inputs["images"].name: self.x})
+    expected = module.energy(self.x)["energies"]  # In-process, also XLA-compiled.
+    self.assertAllClose(energies, expected, rtol=1e-5, atol=1e-6)
+
   def test_bad_version_argument(self):
     with self.assertRaisesRegex(ValueError, "version must be a positive int"):
       saved_model_export.export_saved_model(self.module, self.create_tempdir().full_path, "m",

@@ -141,7 +141,8 @@ class _LoadedVersion:
     with self._lock:
       if key not in self._callables:
         options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
-        self._callables[key] = self._session._make_callable_from_options(options)  # pylint: disable=protected-access
+        make = self._session._make_callable_from_options  # pylint: disable=protected-access
+        self._callables[key] = make(options)
       return self._callables[key]
 
 
@@ -332,7 +333,7 @@ class _PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer)
     response.model_spec.version.value = self._server.version
     response.model_spec.signature_name = request.model_spec.signature_name or _DEFAULT_SIGNATURE
     for name, value in outputs.items():
-      response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+      response.outputs[name].CopyFrom(warmup.tensor_proto(value))
     return response
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name

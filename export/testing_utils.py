@@ -1,8 +1,9 @@
 """Test helpers for export/: tiny training-run directories and tiny exports (8x8x1 digits).
 
-Not used by the library itself. The run directories have exactly the layouts the exporter reads:
-an EBM run (config.json + checkpoints/ with key "ebm") and a classifier run
-(classifier_config.json + checkpoints/ with key "classifier").
+Not used by the library itself. The run directories have the layouts the training binaries
+write: an EBM run (ebm_tf.config: config.json + checkpoints/ with key "ebm") and a classifier
+run (ebm_tf.classifier_lib: classifier_config.json + best/ and checkpoints/ with key
+"classifier").
 """
 
 import atexit
@@ -16,9 +17,10 @@ import keras
 import numpy as np
 
 from ebm_tf import checkpoints
+from ebm_tf import classifier_config
+from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import models
-from export import classifier_run
 from export import ebm_run
 from export import purifier_module
 from export import saved_model_export
@@ -38,14 +40,16 @@ def make_ebm_run(model_dir: str, seed: int = 0) -> keras.Model:
 
 
 def make_classifier_run(classifier_dir: str, seed: int = 1) -> keras.Model:
-  """Writes a tiny `small_cnn` digits classifier run; returns the classifier."""
+  """Writes a tiny `small_cnn` digits classifier run (config, best/, checkpoints/).
+
+  Returns the classifier.
+  """
   keras.utils.set_random_seed(seed)
-  config = classifier_run.ClassifierRunConfig(classifier="small_cnn", dataset="digits",
-                                              image_size=None, num_classes=NUM_CLASSES)
-  classifier_run.save_classifier_config(config, classifier_dir)
+  classifier_config.save_config(classifier_config.ClassifierConfig(
+      dataset="digits", classifier="small_cnn", model_dir=classifier_dir), classifier_dir)
   model = _small_classifier()
-  checkpoints.Checkpointer(os.path.join(classifier_dir, classifier_run.CHECKPOINT_SUBDIR),
-                           classifier=model).save(1)
+  for subdir in (classifier_lib.BEST_DIR, classifier_lib.CHECKPOINT_DIR):
+    checkpoints.Checkpointer(os.path.join(classifier_dir, subdir), classifier=model).save(1)
   return model
 
 

@@ -10,6 +10,8 @@ from typing import Iterable, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
@@ -24,6 +26,23 @@ def warmup_path(version_dir: str) -> str:
   return os.path.join(version_dir, ASSETS_EXTRA, WARMUP_FILENAME)
 
 
+def tensor_proto(value) -> tensor_pb2.TensorProto:
+  """A TensorProto of `value` (numpy dtype and shape kept).
+
+  Numeric and bool arrays are written as raw `tensor_content` (what `tf.make_tensor_proto`
+  produces for them, several times faster for small requests); other dtypes use
+  `tf.make_tensor_proto`.
+  """
+  array = np.asarray(value)
+  if array.dtype.kind not in "biuf" or array.dtype.byteorder == ">":
+    return tf.make_tensor_proto(array)
+  shape = tensor_shape_pb2.TensorShapeProto(
+      dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
+  return tensor_pb2.TensorProto(dtype=tf.as_dtype(array.dtype).as_datatype_enum,
+                                tensor_shape=shape,
+                                tensor_content=np.ascontiguousarray(array).tobytes())
+
+
 def make_predict_request(model_name: str, signature_name: str,
                          inputs: Mapping[str, np.ndarray],
                          version: Optional[int] = None) -> predict_pb2.PredictRequest:
@@ -33,7 +52,7 @@ def make_predict_request(model_name: str, signature_name: str,
   if version is not None:
     request.model_spec.version.value = int(version)
   for name, value in inputs.items():
-    request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+    request.inputs[name].CopyFrom(tensor_proto(value))
   return request
 
 

@@ -37,6 +37,21 @@ class WarmupTest(tf.test.TestCase):
     log = prediction_log_pb2.PredictionLog.FromString(record)
     self.assertEqual(log.WhichOneof("log_type"), "predict_log")
 
+  def test_tensor_proto_matches_tf_make_tensor_proto(self):
+    for value in [np.arange(6, dtype=np.float32).reshape(2, 3, 1), np.array([3, 4], np.int64),
+                  np.int32(7), np.array([[True, False]]), np.arange(4, dtype=np.uint8),
+                  np.zeros([0, 2], np.float64), np.asfortranarray(np.ones([2, 3], np.float32)),
+                  np.array([b"ab", b"c"])]:
+      with self.subTest(dtype=str(value.dtype), shape=np.shape(value)):
+        proto = warmup.tensor_proto(value)
+        reference = tf.make_tensor_proto(value)
+        self.assertEqual(proto.dtype, reference.dtype)
+        self.assertEqual(proto.tensor_shape, reference.tensor_shape)
+        decoded = tf.make_ndarray(proto)
+        if np.asarray(value).dtype.kind != "S":  # Strings decode as objects.
+          self.assertEqual(decoded.dtype, np.asarray(value).dtype)
+        self.assertEqual(decoded.tolist(), np.asarray(value).tolist())
+
   def test_record_count_limits(self):
     request = warmup.make_predict_request("m", "energy", {"images": np.zeros([1], np.float32)})
     with self.assertRaisesRegex(ValueError, "between 1 and 1000"):
