@@ -42,23 +42,26 @@ def make_strategy(name: str = "default", *, num_cpu_devices: int = 0,
   if name not in STRATEGIES:
     raise ValueError(f"strategy must be one of {STRATEGIES}; got {name!r}")
   split_cpu(num_cpu_devices)
-  gpus = tf.config.list_logical_devices("GPU")
   if name == "default":
     return tf.distribute.get_strategy()
-  if name == "one_device":
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-  if name == "mirrored":
-    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices)
   if name == "multi_worker":
+    # Before anything initialises TF's runtime (listing logical devices does): collective ops
+    # must be configured at program start-up.
     if "TF_CONFIG" not in os.environ:
       raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                        "(cluster spec and this worker's task)")
     json.loads(os.environ["TF_CONFIG"])  # Fail early on malformed JSON.
     implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL
-                      if gpus else tf.distribute.experimental.CommunicationImplementation.RING)
+                      if tf.config.list_physical_devices("GPU")
+                      else tf.distribute.experimental.CommunicationImplementation.RING)
     options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+  gpus = tf.config.list_logical_devices("GPU")
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  if name == "mirrored":
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
   resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu or "local")
   tf.config.experimental_connect_to_cluster(resolver)
   tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -75,6 +78,17 @@ def num_local_replicas(strategy: tf.distribute.Strategy) -> int:
   if is_default_strategy(strategy):
     return 1  # The default strategy has no worker_devices to ask.
   return len(strategy.extended.worker_devices)
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+  """This process's index among the workers (0 without a cluster; chief tasks come first)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return 0
+  cluster = resolver.cluster_spec().as_dict()
+  if resolver.task_type == "worker":
+    return len(cluster.get("chief", [])) + int(resolver.task_id)
+  return int(resolver.task_id or 0)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

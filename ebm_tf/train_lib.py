@@ -132,6 +132,7 @@ class Trainer:
                  self.batch_per_replica)
     self.image_shape = tuple(data.image_shape(config.dataset, config.image_size))
     self.is_chief = distribute.is_chief(self.strategy)
+    self._worker = distribute.worker_index(self.strategy)
     # Networks compute in bfloat16 under mixed precision; energies, images and the Langevin
     # states stay float32. A per-model dtype policy, not Keras' global one.
     net_dtype = "mixed_bfloat16" if config.precision == "mixed_bfloat16" else None
@@ -237,6 +238,11 @@ class Trainer:
       self._langevin_kwargs.update(prior_energy_fn=models.energy_fn(self.prior_ebm),
                                    prior_temperature=config.prior_temp)
 
+  def _worker_seed(self, seed: tf.Tensor) -> tf.Tensor:
+    """Folds the worker index into a seed of per-worker state (banks): each worker keeps its
+    own chains. Worker 0 (and every single-host run) keeps the seed unchanged."""
+    return _fold(seed, self._worker) if self._worker else seed
+
   # -- data ---------------------------------------------------------------------------------
   def _default_dataset_fn(self, input_context: tf.distribute.InputContext,
                           data_seed: int) -> tf.data.Dataset:
@@ -304,7 +310,7 @@ class Trainer:
     """Fills every bank slot from the init source (run once, at a fresh start)."""
     if self.bank is None:
       return
-    seed = _fold(self._seed, _BANK_INIT)
+    seed = self._worker_seed(_fold(self._seed, _BANK_INIT))
     images, latents = self._initial_states(self.bank.slots_per_replica, seed)
     self.bank.initialize(images=images, latents=latents, seed=seed)
     if self.burnin_bank is not None:
@@ -397,9 +403,11 @@ class Trainer:
     step_seed = _fold(self._seed, self.step, self.restarts)
     draw = burn_draw = None
     if self.bank is not None:
-      draw = self.bank.draw(_fold(step_seed, _DRAW), self.batch_per_replica)
+      draw = self.bank.draw(self._worker_seed(_fold(step_seed, _DRAW)),
+                            self.batch_per_replica)
     if self.burnin_bank is not None:
-      burn_draw = self.burnin_bank.draw(_fold(step_seed, _BURN_DRAW), self.batch_per_replica)
+      burn_draw = self.burnin_bank.draw(self._worker_seed(_fold(step_seed, _BURN_DRAW)),
+                                        self.batch_per_replica)
     batch = next(iterator)
     metrics, (states, burn_states) = self.strategy.run(
         self._replica_step, args=(batch, draw, burn_draw, step_seed))

@@ -12,11 +12,11 @@ batch per replica every slot is drawn every step; the 1-replica bank holds the c
 the 2-replica bank's two rows. Draw order within a row differs, which the loss (a mean over the
 batch) does not see. data_epsilon=0 makes the positives the data batch itself.
 
-Writes, for prefix `one/` (1 replica) and `two/` (2 replicas): the EBM weights before training
-(`ebm_init_<i>`) and after one training step (`ebm_<i>`), the EBM optimizer's variables after the
-step (`opt_<i>`: Adam's iteration count, then each weight's first and second moments), the
-step's metrics (`metrics`, the fields METRIC_NAMES), the bank after the step (`bank_images` in
-slot order, `bank_ages`) and `replicas`. The comparison is in the test.
+Writes, for prefix `one/` (1 replica) and `two/` (2 replicas), with i indexing the EBM's trainable
+variables: `ebm_init_<i>` before and `ebm_<i>` after one training step, Adam's first and second
+moments after the step (`momentum_<i>`, `velocity_<i>`) and its iteration count (`iterations`),
+the step's metrics (`metrics`, the fields METRIC_NAMES), the bank after the step (`bank_images`
+in slot order, `bank_ages`) and `replicas`. The comparison is in distributed_test.
 """
 
 import os
@@ -61,25 +61,33 @@ def main(out_path: str) -> None:
     trainer = train_lib.Trainer(config, strategy=strategy, dataset_fn=dataset_fn)
     replicas = trainer.num_replicas
     results[f"{prefix}/replicas"] = np.array(replicas)
+    weights = trainer.ebm.trainable_variables
     if init_weights is None:
-      init_weights = trainer.ebm.get_weights()
+      init_weights = [np.asarray(w) for w in weights]
     else:
-      trainer.ebm.set_weights(init_weights)
+      for weight, value in zip(weights, init_weights):
+        weight.assign(value)
     rows = trainer.bank.images.shape[0]
     if trainer.bank.slots_per_replica * rows != BATCH or rows != replicas:
       raise AssertionError(f"expected a bank of {replicas} row(s) of {BATCH // replicas} slots; "
                            f"got {trainer.bank.images.shape}")
     trainer.bank.images.assign(bank_images.reshape((rows, BATCH // rows) + shape))
     trainer.bank.ages.assign(tf.zeros_like(trainer.bank.ages))
-    for i, weight in enumerate(trainer.ebm.get_weights()):
-      results[f"{prefix}/ebm_init_{i}"] = weight
+    for i, weight in enumerate(weights):
+      results[f"{prefix}/ebm_init_{i}"] = np.asarray(weight)
     metrics = trainer.train_step(trainer.make_iterator())
     results[f"{prefix}/metrics"] = np.array(
         [float(getattr(metrics, name)) for name in METRIC_NAMES])
-    for i, weight in enumerate(trainer.ebm.get_weights()):
-      results[f"{prefix}/ebm_{i}"] = weight
-    for i, variable in enumerate(trainer.ebm_optimizer.variables):
-      results[f"{prefix}/opt_{i}"] = np.asarray(variable)
+    # Keras names an optimizer slot '<variable path with _ for />_<slot name>'.
+    slots = {v.name: v for v in trainer.ebm_optimizer.variables}
+    results[f"{prefix}/iterations"] = np.asarray(trainer.ebm_optimizer.iterations)
+    for i, weight in enumerate(weights):
+      results[f"{prefix}/ebm_{i}"] = np.asarray(weight)
+      for slot in ("momentum", "velocity"):
+        name = f"{weight.path.replace('/', '_')}_{slot}"
+        if name not in slots:
+          raise AssertionError(f"no Adam slot {name!r} among {sorted(slots)}")
+        results[f"{prefix}/{slot}_{i}"] = np.asarray(slots[name])
     results[f"{prefix}/bank_images"] = trainer.bank.images.numpy().reshape((BATCH,) + shape)
     results[f"{prefix}/bank_ages"] = trainer.bank.ages.numpy().reshape([BATCH])
   np.savez(out_path, **results)

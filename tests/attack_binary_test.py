@@ -1,0 +1,167 @@
+"""End-to-end tests of `python -m ebm_tf.attack` on a tiny digits setting.
+
+setUpClass makes a tiny EBM run directory (an untrained ebm_small saved in the layout of
+`ebm_tf.train`) and a classifier run fitted for 100 steps by `ebm_tf.classifier_lib.train`.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TINY = ["--num_images=6", "--batch_size=4", "--adv_steps=2", "--eot_attack_reps=2",
+         "--eot_defense_reps=2", "--purify_steps=3", "--log_every=1"]
+
+
+def _attack(*args, timeout=600):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", "ebm_tf.attack", *args], cwd=_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+class AttackBinaryTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    import keras  # pylint: disable=g-import-not-at-top
+    from ebm_tf import checkpoints  # pylint: disable=g-import-not-at-top
+    from ebm_tf import classifier_config  # pylint: disable=g-import-not-at-top
+    from ebm_tf import classifier_lib  # pylint: disable=g-import-not-at-top
+    from ebm_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+    from ebm_tf import models  # pylint: disable=g-import-not-at-top
+
+    cls.root = absltest.get_default_test_tmpdir()
+    cls.ebm_dir = os.path.join(cls.root, "ebm_run")
+    config_lib.save_config(config_lib.TrainConfig(dataset="digits", ebm="ebm_small",
+                                                  ebm_width=4, model_dir=cls.ebm_dir),
+                           cls.ebm_dir)
+    keras.utils.set_random_seed(0)
+    ebm = models.build_ebm("ebm_small", (8, 8, 1), width=4)
+    checkpoints.Checkpointer(os.path.join(cls.ebm_dir, "checkpoints"), ebm=ebm).save(1)
+    cls.classifier_dir = os.path.join(cls.root, "classifier_run")
+    classifier_lib.train(classifier_config.ClassifierConfig(
+        dataset="digits", random_crop=False, classifier="small_cnn", batch_size=64,
+        train_steps=100, lr_values=(0.05,), lr_boundaries=(), eval_every=100,
+        log_every=100, model_dir=cls.classifier_dir))
+    cls.models = [f"--ebm_dir={cls.ebm_dir}", f"--classifier_dir={cls.classifier_dir}"]
+
+  def test_protocol_end_to_end_resumes_by_batch_and_takes_the_worst_seed(self):
+    out = self.create_tempdir().full_path
+    args = ["--flagfile=flags/defense_digits.cfg", *self.models, f"--output_dir={out}", *_TINY]
+    first = _attack(*args)
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    self.assertIn("4 batch(es) to run, 0 reused", first.stderr)
+    self.assertIn("ETA", first.stderr)
+    batch_files = sorted(glob.glob(os.path.join(out, "batches", "seed*_batch*.json")))
+    self.assertEqual([os.path.basename(p) for p in batch_files],
+                     ["seed0_batch0.json", "seed0_batch1.json", "seed1_batch0.json",
+                      "seed1_batch1.json"])
+    for name in ("seed0.png", "seed1.png", "accuracy_curve.png"):
+      with open(os.path.join(out, name), "rb") as f:
+        self.assertEqual(f.read(4), b"\x89PNG", name)
+
+    summary = _read(os.path.join(out, "summary.json"))
+    seeds = [_read(os.path.join(out, f"seed{k}.json")) for k in (0, 1)]
+    self.assertEqual(summary["num_images"], 6)
+    self.assertEqual((summary["defense"], summary["attack"]), ("purify", "bpda_eot"))
+    self.assertEqual(summary["settings"]["eps_255"], 64.0)  # from the preset
+    self.assertEqual(summary["settings"]["purify_steps"], 3)  # overridden
+    self.assertGreater(summary["compute_seconds"], 0)
+    robust = [s["robust_accuracy"]["value"] for s in seeds]
+    self.assertEqual(summary["worst_case_robust_accuracy"]["value"], min(robust))
+    self.assertEqual(summary["worst_case_robust_accuracy"]["seed"], robust.index(min(robust)))
+    for s in seeds:
+      self.assertEqual(s["num_images"], 6)
+      curve = s["accuracy_curve"]
+      self.assertLen(curve, 2 + 2)  # natural + adv_steps + 1 evaluations
+      self.assertTrue(all(a >= b for a, b in zip(curve, curve[1:])), curve)
+      self.assertEqual(curve[0], s["natural_accuracy"]["value"])
+      self.assertEqual(curve[-1], s["robust_accuracy"]["value"])
+      low, high = s["robust_accuracy"]["ci95"]
+      self.assertTrue(0 <= low <= s["robust_accuracy"]["value"] <= high <= 1)
+    # The seed's images are the batches' images, in order.
+    records = [_read(p) for p in batch_files]
+    self.assertEqual(seeds[0]["indices"], records[0]["indices"] + records[1]["indices"])
+    self.assertEqual(seeds[0]["indices"], seeds[1]["indices"])
+
+    mtimes = [os.stat(p).st_mtime_ns for p in batch_files]
+    second = _attack(*args)
+    self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+    self.assertIn("0 batch(es) to run, 4 reused", second.stderr)
+    self.assertIn("reusing batch 1 of seed 1", second.stderr)
+    self.assertEqual([os.stat(p).st_mtime_ns for p in batch_files], mtimes)
+    again = _read(os.path.join(out, "summary.json"))
+    self.assertEqual(again["per_seed"], summary["per_seed"])
+    self.assertEqual(again["batches_reused"], 4)
+
+  def test_undefended_classifier_falls_under_the_preset_attack(self):
+    out = self.create_tempdir().full_path
+    result = _attack("--flagfile=flags/defense_digits.cfg", *self.models, "--defense=none",
+                     f"--output_dir={out}", "--num_images=32", "--batch_size=32",
+                     "--adv_steps=5")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    summary = _read(os.path.join(out, "summary.json"))
+    self.assertEqual(summary["attack"], "pgd")
+    self.assertNotIn("ebm", summary["models"])
+    self.assertGreater(summary["mean_natural_accuracy"], 0.6)  # 100 SGD steps on digits
+    # eps 64/255 on 8x8 digits: PGD breaks (nearly) every image of an undefended CNN.
+    self.assertLessEqual(summary["worst_case_robust_accuracy"]["value"], 0.1)
+    self.assertIn("worst case over seeds", result.stdout)
+
+  def test_presets_hold_their_protocols(self):
+    script = (
+        "import json, sys\n"
+        "from absl import flags\n"
+        "from ebm_tf import attack\n"
+        "for preset in ('cifar10', 'digits', 'fashion_mnist'):\n"
+        "  flags.FLAGS.unparse_flags()\n"
+        "  flags.FLAGS(['attack', f'--flagfile=flags/defense_{preset}.cfg', '--ebm_dir=e',\n"
+        "               '--classifier_dir=c', '--output_dir=o'])\n"
+        "  config = attack.config_from_flags(flags.FLAGS)\n"
+        "  print(json.dumps({'preset': preset, **attack.defense_eval.config_as_dict(config)}))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=_ROOT, capture_output=True,
+                            text=True, timeout=600,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    configs = {c["preset"]: c for c in map(json.loads, result.stdout.splitlines())}
+    keys = ("dataset", "split", "shuffle", "num_images", "batch_size", "eps_255",
+            "step_size_255", "adv_steps", "random_start", "eot_attack_reps",
+            "eot_defense_reps", "purify_steps", "purify_step_size", "purify_temperature",
+            "defense", "attack", "seeds")
+    # The paper's CIFAR-10 protocol (paper_spec section 2).
+    self.assertEqual([configs["cifar10"][k] for k in keys],
+                     ["cifar10", "test", True, 640, 64, 8.0, 2.0, 50, True, 48, 128, 2000,
+                      0.01, 1e-4, "purify", "bpda_eot", [0, 1]])
+    self.assertEqual([configs["digits"][k] for k in keys],
+                     ["digits", "test", True, 256, 64, 64.0, 16.0, 20, True, 8, 16, 1000,
+                      1.25e-2, 1e-4, "purify", "bpda_eot", [0, 1]])
+    self.assertEqual(configs["fashion_mnist"]["purify_steps"], 2000)  # K/p = 100/0.05
+    self.assertEqual(configs["fashion_mnist"]["dataset"], "fashion_mnist")
+
+  def test_bad_flags_fail_with_a_clear_message(self):
+    out = self.create_tempdir().full_path
+    negative = _attack("--flagfile=flags/defense_digits.cfg", *self.models,
+                       f"--output_dir={out}", "--eps_255=-1")
+    self.assertNotEqual(negative.returncode, 0)
+    self.assertIn("eps_255 must be a finite number >= 0 (in /255 units); got -1.0",
+                  negative.stderr)
+    missing = _attack("--flagfile=flags/defense_digits.cfg", f"--output_dir={out}",
+                      f"--classifier_dir={self.classifier_dir}",
+                      f"--ebm_dir={self.root}/no_such_run")
+    self.assertNotEqual(missing.returncode, 0)
+    self.assertIn(f"ebm_dir '{self.root}/no_such_run' does not exist", missing.stderr)
+    self.assertNotIn("Traceback", missing.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
