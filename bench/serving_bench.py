@@ -42,7 +42,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 from ebm_tf import classifier_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ebm_tf import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import client as client_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from export import ebm_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ebm_tf import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import purifier_module  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import saved_model_export  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import standin_server  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -70,7 +70,7 @@ def build_module(jit_compile: bool, max_batch: int, max_steps: int
                  ) -> purifier_module.PurifierModule:
   """The purifier to time: a trained run if given, else random ebm_small + small_cnn."""
   if _CHECKPOINT_DIR.value:
-    ebm, train_config, _ = ebm_run.restore_ebm(_CHECKPOINT_DIR.value)
+    ebm, train_config, _ = runs.restore_ebm(_CHECKPOINT_DIR.value)
     step_size, temperature = train_config.epsilon, train_config.mcmc_temp
   else:
     keras.utils.set_random_seed(0)

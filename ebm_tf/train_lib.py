@@ -28,6 +28,7 @@ from ebm_tf import distribute
 from ebm_tf import init_strategies
 from ebm_tf import langevin
 from ebm_tf import models
+from ebm_tf import runs
 from ebm_tf import summaries
 
 # Stream ids folded into the run seed: one independent random stream per purpose.
@@ -141,8 +142,7 @@ class Trainer:
     # the whole run) are a function of config.seed.
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
-      self.ebm = models.build_ebm(config.ebm, self.image_shape, dtype=net_dtype,
-                                  **({"width": config.ebm_width} if config.ebm_width else {}))
+      self.ebm = runs.build_ebm(config, dtype=net_dtype)
       self._energy = models.energy_fn(self.ebm)
       # Global step, lr scale (lowered by the divergence guard) and the restart count (folded
       # into every seed, so a retried stretch of steps draws new noise) are checkpointed.
@@ -159,9 +159,7 @@ class Trainer:
       self.generator = None
       self.gen_optimizer = None
       if uses_generator(config.mcmc_init):
-        self.generator = models.build_generator(
-            config.generator, self.image_shape, latent_dim=config.latent_dim, dtype=net_dtype,
-            **({"width": config.gen_width} if config.gen_width else {}))
+        self.generator = runs.build_generator(config, dtype=net_dtype)
         if config.gen_checkpoint:
           path = checkpoints.restore_from_run(config.gen_checkpoint, generator=self.generator)
           logging.info("generator loaded from %s", path)
@@ -174,11 +172,12 @@ class Trainer:
           self.generator.trainable = False
       self.prior_ebm = None
       if config.prior_model_dir:
-        prior_config = config_lib.load_config(config.prior_model_dir)
-        self.prior_ebm = models.build_ebm(
-            prior_config.ebm, self.image_shape,
-            **({"width": prior_config.ebm_width} if prior_config.ebm_width else {}))
-        path = checkpoints.restore_from_run(config.prior_model_dir, ebm=self.prior_ebm)
+        self.prior_ebm, prior_config, path = runs.restore_ebm(config.prior_model_dir,
+                                                              dtype=net_dtype)
+        if data.image_shape(prior_config.dataset, prior_config.image_size) != self.image_shape:
+          raise ValueError(f"the prior run {config.prior_model_dir!r} models images of shape "
+                           f"{data.image_shape(prior_config.dataset, prior_config.image_size)}; "
+                           f"this run's are {self.image_shape}")
         self.prior_ebm.trainable = False
         logging.info("prior EBM (%s) loaded from %s", prior_config.ebm, path)
     self.bank = None

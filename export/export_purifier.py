@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 
 from ebm_tf import classifier_lib
-from export import ebm_run
+from ebm_tf import runs
 from export import purifier_module
 from export import saved_model_export
 
@@ -73,7 +73,7 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
     FileNotFoundError / ValueError: missing runs or checkpoints, mismatched image shapes, bad
       settings.
   """
-  ebm, train_config, ebm_checkpoint = ebm_run.restore_ebm(checkpoint_dir, checkpoint)
+  ebm, train_config, ebm_checkpoint = runs.restore_ebm(checkpoint_dir, checkpoint)
   image_shape = tuple(int(d) for d in ebm.inputs[0].shape[1:])
   classifier = None
   if classifier_dir:

@@ -24,7 +24,7 @@ from ebm_tf import checkpoints
 from ebm_tf import classifier_config
 from ebm_tf import classifier_lib
 from ebm_tf import models
-from export import ebm_run
+from ebm_tf import runs
 from export import export_purifier
 from export import purifier_module
 from export import saved_model_export
@@ -165,7 +165,7 @@ class ExportPurifierTest(tf.test.TestCase):
                              stderr=subprocess.STDOUT, text=True)
 
     # Meanwhile, the in-process model from the same runs and settings.
-    ebm, train_config, _ = ebm_run.restore_ebm(run_dir)
+    ebm, train_config, _ = runs.restore_ebm(run_dir)
     classifier, _ = classifier_lib.load_classifier(classifier_dir)
     module = purifier_module.PurifierModule(ebm, purifier_module.PurifierConfig(
         image_shape=(8, 8, 1), step_size=train_config.epsilon,

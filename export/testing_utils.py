@@ -21,7 +21,6 @@ from ebm_tf import classifier_config
 from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import models
-from export import ebm_run
 from export import purifier_module
 from export import saved_model_export
 
@@ -35,7 +34,7 @@ def make_ebm_run(model_dir: str, seed: int = 0) -> keras.Model:
   config = config_lib.TrainConfig(dataset="digits", ebm="ebm_small", model_dir=model_dir)
   config_lib.save_config(config, model_dir)
   model = models.build_ebm("ebm_small", IMAGE_SHAPE)
-  checkpoints.Checkpointer(os.path.join(model_dir, ebm_run.CHECKPOINT_SUBDIR), ebm=model).save(1)
+  checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"), ebm=model).save(1)
   return model
 
 

@@ -1,4 +1,4 @@
-"""Tests of rebuilding a training run's EBM."""
+"""Tests for ebm_tf.runs: rebuilding a training run's networks."""
 
 import os
 
@@ -8,19 +8,21 @@ import tensorflow as tf
 from ebm_tf import checkpoints
 from ebm_tf import config as config_lib
 from ebm_tf import models
-from export import ebm_run
-from export import testing_utils
+from ebm_tf import runs
 
 
-class EbmRunTest(tf.test.TestCase):
+class RunsTest(tf.test.TestCase):
 
   def test_restores_the_saved_weights(self):
     run_dir = self.create_tempdir().full_path
-    saved = testing_utils.make_ebm_run(run_dir)
-    restored, config, path = ebm_run.restore_ebm(run_dir)
-    self.assertEqual(config.ebm, "ebm_small")
+    config_lib.save_config(config_lib.TrainConfig(dataset="digits", ebm="ebm_small",
+                                                  ebm_width=8, model_dir=run_dir), run_dir)
+    saved = models.build_ebm("ebm_small", (8, 8, 1), width=8)
+    checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), ebm=saved).save(1)
+    restored, config, path = runs.restore_ebm(run_dir)
+    self.assertEqual((config.ebm, config.ebm_width), ("ebm_small", 8))
     self.assertEqual(path, os.path.join(run_dir, "checkpoints", "ckpt-1"))
-    x = testing_utils.images(4)
+    x = tf.random.stateless_uniform([4, 8, 8, 1], [1, 2], -1.0, 1.0)
     self.assertAllClose(restored(x), saved(x), rtol=0, atol=0)
 
   def test_restores_from_a_full_training_checkpoint(self):
@@ -34,28 +36,28 @@ class EbmRunTest(tf.test.TestCase):
     step = tf.Variable(7, dtype=tf.int64)
     checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), ebm=model,
                              ebm_optimizer=optimizer, step=step).save(7)
-    restored, _, path = ebm_run.restore_ebm(run_dir)
+    restored, _, path = runs.restore_ebm(run_dir)
     self.assertTrue(path.endswith("ckpt-7"))
-    x = testing_utils.images(2)
+    x = tf.random.stateless_uniform([2, 8, 8, 1], [3, 4], -1.0, 1.0)
     self.assertAllClose(restored(x), model(x), rtol=0, atol=0)
 
   def test_missing_checkpoint(self):
     run_dir = self.create_tempdir().full_path
     config_lib.save_config(config_lib.TrainConfig(dataset="digits", model_dir=run_dir), run_dir)
     with self.assertRaisesRegex(FileNotFoundError, "no checkpoint found"):
-      ebm_run.restore_ebm(run_dir)
+      runs.restore_ebm(run_dir)
     with self.assertRaisesRegex(FileNotFoundError, "no config.json"):
-      ebm_run.restore_ebm(self.create_tempdir().full_path)
+      runs.restore_ebm(self.create_tempdir().full_path)
 
 
   def test_checkpoint_of_another_network_is_rejected(self):
     run_dir = self.create_tempdir().full_path
     config_lib.save_config(config_lib.TrainConfig(dataset="digits", ebm="ebm_small",
                                                   model_dir=run_dir), run_dir)
-    other = models.build_ebm("ebm_small", (8, 8, 1), width=8)
+    other = models.build_ebm("ebm_small", (8, 8, 1), width=8)  # config.json says width 32.
     checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), ebm=other).save(1)
     with self.assertRaises(checkpoints.CheckpointMismatchError):
-      ebm_run.restore_ebm(run_dir)
+      runs.restore_ebm(run_dir)
 
 
 if __name__ == "__main__":
