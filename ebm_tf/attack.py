@@ -1,0 +1,113 @@
+r"""Robust accuracy of a classifier defended by EBM Langevin purification (BPDA + EOT PGD).
+
+  python -m ebm_tf.attack --flagfile=flags/defense_digits.cfg --ebm_dir=RUN \
+      --classifier_dir=CLF --output_dir=OUT [--defense=purify|none] \
+      [--attack=bpda_eot|full_gradient|none] [--seeds=0,1] [--num_images=N]
+
+RUN is the --model_dir of an `ebm_tf.train` run (a midrun EBM), CLF that of an
+`ebm_tf.train_classifier` run. The presets flags/defense_*.cfg hold the protocols
+(flags/defense_cifar10.cfg is the paper's). Perturbations are in /255 units of [0, 1] images.
+`--defense=none` attacks the classifier alone with the same PGD (the undefended baseline).
+
+OUT receives per-seed JSON and PNG curves, summary.json (natural and robust accuracy with 95%
+CIs, the worst case over seeds, settings, compute time) and batches/, one file per finished
+batch: re-running the same command resumes, skipping finished batches. See
+`ebm_tf.defense_eval` for the layout.
+"""
+
+import dataclasses
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from ebm_tf import defense_eval
+
+_FIELDS = {field.name: field for field in dataclasses.fields(defense_eval.DefenseEvalConfig)}
+
+_HELP = {
+    "ebm_dir": "model_dir of the ebm_tf.train run whose EBM purifies (defense 'purify')",
+    "classifier_dir": "model_dir of the ebm_tf.train_classifier run",
+    "classifier_which": "'best' (best test-accuracy weights) or 'latest' checkpoint",
+    "dataset": "dataset of the evaluation images ('' = the classifier's)",
+    "data_dir": "tensorflow-datasets data_dir (prepared offline)",
+    "image_size": "image size (unset = the classifier's)",
+    "split": "split the images come from",
+    "shuffle": "shuffle the split with --shuffle_seed before taking --num_images",
+    "shuffle_seed": "seed of the split permutation",
+    "num_images": "number of images attacked",
+    "batch_size": "images per batch (the unit of resumption)",
+    "defense": f"one of {defense_eval.DEFENSES}",
+    "attack": f"one of {defense_eval.ATTACKS}; with --defense=none every attack is plain PGD",
+    "eps_255": "l_inf radius in /255 units of [0, 1] images (8 = 8/255)",
+    "step_size_255": "PGD step in /255 units",
+    "adv_steps": "PGD steps (adv_steps + 1 evaluations after the random start)",
+    "random_start": "start PGD from a uniform point of the eps-ball",
+    "eot_attack_reps": "purifications averaged per attack evaluation and gradient",
+    "eot_defense_reps": "purifications averaged for natural accuracy and to confirm a break",
+    "purify_steps": "Langevin steps of the purification",
+    "purify_step_size": "Langevin step size eps of the purification",
+    "purify_temperature": "temperature T of the purification",
+    "attack_purify_steps": "full_gradient: Langevin steps differentiated (0 = purify_steps)",
+    "max_chain_steps": "full_gradient: memory cap on attack_purify_steps",
+    "verify_batch_size": "images per verification call (0 = the whole batch)",
+    "seeds": "attack seeds; the worst case over them is reported",
+    "output_dir": "where results go (re-run with the same one to resume)",
+    "log_every": "PGD evaluations between progress lines inside a batch (0 = none)",
+}
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """One flag per `DefenseEvalConfig` field, with its default."""
+  for name, field in _FIELDS.items():
+    default, help_text = field.default, _HELP[name]
+    if isinstance(default, bool):
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, float):
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif name == "image_size":
+      flags.DEFINE_integer(name, None, help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS
+                      ) -> defense_eval.DefenseEvalConfig:
+  """The validated config of the parsed flags (ValueError names a bad flag)."""
+  values = {name: flag_values[name].value for name in _FIELDS}
+  try:
+    values["seeds"] = tuple(int(s) for s in values["seeds"])
+  except ValueError:
+    raise ValueError(f"seeds must be a comma-separated list of integers; got "
+                     f"{','.join(values['seeds'])!r}") from None
+  return defense_eval.DefenseEvalConfig(**values)
+
+
+define_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    config = config_from_flags(flags.FLAGS)
+    setup = defense_eval.prepare(config)
+  except (ValueError, FileNotFoundError) as error:
+    raise app.UsageError(str(error)) from None
+  logging.info("settings: %s", defense_eval.config_as_dict(config))
+  try:
+    summary = defense_eval.evaluate(setup)
+  except ValueError as error:
+    if "computed with other settings" not in str(error):
+      raise
+    raise app.UsageError(str(error)) from None
+  print(defense_eval.format_summary(summary))
+  print(f"wrote {config.output_dir}/{defense_eval.SUMMARY_FILENAME}")
+
+
+if __name__ == "__main__":
+  app.run(main)

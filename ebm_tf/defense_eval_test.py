@@ -1,0 +1,316 @@
+"""Tests of ebm_tf.defense_eval: config checks, image selection, curves, worst case, resume."""
+
+import dataclasses
+import os
+from unittest import mock
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from ebm_tf import attacks
+from ebm_tf import checkpoints
+from ebm_tf import classifier_config
+from ebm_tf import classifier_lib
+from ebm_tf import config as config_lib
+from ebm_tf import data
+from ebm_tf import defense_eval
+from ebm_tf import models
+from ebm_tf import purify as purify_lib
+
+Config = defense_eval.DefenseEvalConfig
+
+
+def _config(**overrides):
+  values = dict(ebm_dir="ebm", classifier_dir="clf", output_dir="out", dataset="digits",
+                num_images=6, batch_size=4, adv_steps=2, eps_255=64.0, step_size_255=16.0,
+                eot_attack_reps=2, eot_defense_reps=2, purify_steps=3,
+                purify_step_size=1.25e-2, seeds=(0, 1), log_every=0)
+  values.update(overrides)
+  return Config(**values)
+
+
+def _record(natural, broken_at, seconds=1.0, indices=None):
+  natural = np.asarray(natural, bool)
+  broken_at = np.asarray(broken_at, np.int64)
+  return {"natural_correct": natural.tolist(), "broken_at": broken_at.tolist(),
+          "robust_correct": (natural & (broken_at < 0)).tolist(), "seconds": seconds,
+          "indices": list(range(len(natural))) if indices is None else indices}
+
+
+def _tiny_models():
+  tf.keras.utils.set_random_seed(0)
+  classifier = models.build_classifier("small_cnn", (8, 8, 1), 10)
+  ebm = models.build_ebm("ebm_small", (8, 8, 1), width=4)
+  return classifier, ebm
+
+
+def _save_ebm_run(model_dir, image_size=None, width=4):
+  config = config_lib.TrainConfig(dataset="digits", image_size=image_size, ebm="ebm_small",
+                                  ebm_width=width, model_dir=model_dir)
+  config_lib.save_config(config, model_dir)
+  ebm = models.build_ebm("ebm_small", data.image_shape("digits", image_size), width=width)
+  checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"), ebm=ebm).save(7)
+  return ebm
+
+
+def _save_classifier_run(model_dir, classifier):
+  config = classifier_config.ClassifierConfig(dataset="digits", classifier="small_cnn",
+                                              random_crop=False, model_dir=model_dir)
+  classifier_config.save_config(config, model_dir)
+  checkpoints.Checkpointer(os.path.join(model_dir, classifier_lib.BEST_DIR),
+                           classifier=classifier).save(3)
+
+
+class ConfigTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("negative_eps", dict(eps_255=-1.0), "eps_255 must be a finite number >= 0"),
+      ("nan_step", dict(step_size_255=float("nan")), "step_size_255"),
+      ("bad_defense", dict(defense="adversarial"), "defense must be one of"),
+      ("bad_attack", dict(attack="cw"), "attack must be one of"),
+      ("no_seeds", dict(seeds=()), "seeds must be a non-empty list"),
+      ("repeated_seeds", dict(seeds=(1, 1)), "seeds must be distinct"),
+      ("zero_images", dict(num_images=0), "num_images must be an integer >= 1"),
+      ("zero_reps", dict(eot_defense_reps=0), "eot_defense_reps must be an integer >= 1"),
+      ("zero_temperature", dict(purify_temperature=0.0), "purify_temperature must be"),
+      ("no_ebm_dir", dict(ebm_dir=""), "ebm_dir is required with defense 'purify'"),
+      ("no_classifier_dir", dict(classifier_dir=""), "classifier_dir is required"),
+      ("no_output_dir", dict(output_dir=""), "output_dir is required"),
+      ("bad_dataset", dict(dataset="svhn"), "dataset must be"),
+      ("long_full_gradient_chain", dict(attack="full_gradient", purify_steps=100),
+       "must be <= max_chain_steps = 50; got 100"),
+  )
+  def test_bad_settings_raise(self, overrides, message):
+    with self.assertRaisesRegex(ValueError, message):
+      _config(**overrides)
+
+  def test_defense_none_needs_no_ebm_and_runs_plain_pgd(self):
+    config = _config(defense="none", ebm_dir="", attack="full_gradient", purify_steps=100)
+    self.assertEqual(config.effective_attack, "pgd")
+    self.assertEqual(_config(attack="none").effective_attack, "none")
+    self.assertEqual(_config().effective_attack, "bpda_eot")
+
+  def test_paper_defaults(self):
+    c = Config(ebm_dir="e", classifier_dir="c", output_dir="o")
+    self.assertEqual((c.num_images, c.batch_size, c.eps_255, c.step_size_255, c.adv_steps,
+                      c.eot_attack_reps, c.eot_defense_reps, c.purify_steps,
+                      c.purify_step_size, c.purify_temperature, c.split, c.shuffle),
+                     (640, 64, 8.0, 2.0, 50, 48, 128, 2000, 0.01, 1e-4, "test", True))
+
+
+class SelectImagesTest(tf.test.TestCase):
+
+  def test_a_fixed_permutation_of_the_split(self):
+    all_images, all_labels = data.load_array("digits", "test")
+    images, labels, indices = defense_eval.select_images("digits", "test", 50, shuffle_seed=3)
+    self.assertEqual(images.shape, (50, 8, 8, 1))
+    self.assertLen(set(indices.tolist()), 50)
+    self.assertAllEqual(images, all_images[indices])
+    self.assertAllEqual(labels, all_labels[indices])
+    again = defense_eval.select_images("digits", "test", 50, shuffle_seed=3)[2]
+    self.assertAllEqual(again, indices)
+    other = defense_eval.select_images("digits", "test", 50, shuffle_seed=4)[2]
+    self.assertNotAllEqual(other, indices)
+    # A longer selection extends the shorter one (so finished batches stay valid).
+    longer = defense_eval.select_images("digits", "test", 80, shuffle_seed=3)[2]
+    self.assertAllEqual(longer[:50], indices)
+    self.assertNotAllEqual(indices, np.arange(50))
+    ordered = defense_eval.select_images("digits", "test", 5, shuffle=False)[2]
+    self.assertAllEqual(ordered, np.arange(5))
+
+  def test_too_many_images_raise(self):
+    with self.assertRaisesRegex(ValueError, "num_images must be <= the 297 images"):
+      defense_eval.select_images("digits", "test", 298)
+
+
+class SummaryTest(tf.test.TestCase):
+
+  def test_curve_counts_images_not_yet_broken(self):
+    natural = [[1, 1, 0, 1], [1, 1, 1]]
+    broken_at = [[-1, 0, -1, 2], [1, -1, 0]]
+    records = [_record(n, b) for n, b in zip(natural, broken_at)]
+    curve = defense_eval.curve_from_records(records, adv_steps=2)
+    # Oracle: count by hand, image by image.
+    flat = [(n, b) for ns, bs in zip(natural, broken_at) for n, b in zip(ns, bs)]
+    expected = [sum(n for n, _ in flat) / 7]
+    for t in range(3):
+      expected.append(sum(1 for n, b in flat if n and (b < 0 or b > t)) / 7)
+    self.assertAllClose(curve, expected)
+    self.assertAllClose(curve, [6 / 7, 4 / 7, 3 / 7, 2 / 7])
+    self.assertAllClose(defense_eval.curve_from_records(records, 2, attacked=False), [6 / 7])
+
+  def test_seed_summary_has_wilson_intervals_and_time(self):
+    records = [_record([1, 1, 0, 1], [-1, 0, -1, -1], seconds=2.5),
+               _record([1, 0], [-1, -1], seconds=1.0, indices=[4, 5])]
+    summary = defense_eval.summarize_seed(records, _config(), seed=1)
+    self.assertEqual(summary["num_images"], 6)
+    self.assertEqual(summary["natural_accuracy"]["correct"], 4)
+    self.assertEqual(summary["robust_accuracy"]["correct"], 3)
+    self.assertAllClose(summary["robust_accuracy"]["value"], 0.5)
+    # Wilson 95% interval of 3/6: centre (p + z^2/2n)/(1 + z^2/n), closed form.
+    z, n, p = 1.959963984540054, 6, 0.5
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    self.assertAllClose(summary["robust_accuracy"]["ci95"], [centre - half, centre + half])
+    self.assertAllClose(summary["compute_seconds"], 3.5)
+    self.assertLen(summary["accuracy_curve"], 4)
+
+  def test_worst_case_is_the_minimum_over_seeds(self):
+    robust = {0: [1, 1, 0, 1, 0], 3: [1, 0, 1, 1, 0], 5: [1, 1, 1, 1, 0]}
+    seed_summaries = []
+    for seed, mask in robust.items():
+      records = [_record([1, 1, 1, 1, 0], [-1 if m else 1 for m in mask])]
+      seed_summaries.append(defense_eval.summarize_seed(records, _config(), seed))
+    overall = defense_eval.summarize_seeds(seed_summaries)
+    self.assertAllClose(overall["worst_case_robust_accuracy"]["value"], 3 / 5)
+    self.assertIn(overall["worst_case_robust_accuracy"]["seed"], (0, 3))
+    # Per image: robust only if robust under every seed: images 0 and 3.
+    self.assertAllClose(overall["per_image_worst_case_robust_accuracy"]["value"], 2 / 5)
+    self.assertAllClose(overall["mean_robust_accuracy"], (3 + 3 + 4) / 15)
+    other = dict(seed_summaries[0], indices=[9, 8, 7, 6, 5])
+    with self.assertRaisesRegex(ValueError, "same images"):
+      defense_eval.summarize_seeds([seed_summaries[1], other])
+
+
+class EvaluateTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.classifier, self.ebm = _tiny_models()
+
+  def _setup(self, **overrides):
+    config = _config(output_dir=self.output_dir, defense="none", ebm_dir="",
+                     **overrides)
+    return defense_eval.prepare(config, classifier=self.classifier)
+
+  def test_writes_outputs_and_resumes_by_batch(self):
+    self.output_dir = self.create_tempdir().full_path
+    setup = self._setup()
+    results = []
+    original = attacks.undefended_pgd
+
+    def spy(*args, **kwargs):
+      results.append(original(*args, **kwargs))
+      return results[-1]
+
+    with mock.patch.object(attacks, "undefended_pgd", side_effect=spy):
+      summary = defense_eval.evaluate(setup)
+    self.assertLen(results, 4)  # 2 batches (4 + 2 images) x 2 seeds
+    self.assertEqual(summary["num_images"], 6)
+    for name in ("summary.json", "seed0.json", "seed1.json", "seed0.png", "accuracy_curve.png",
+                 "batches/seed0_batch0.json", "batches/seed1_batch1.json"):
+      self.assertTrue(os.path.exists(os.path.join(self.output_dir, name)), name)
+    # The seed curve is the size-weighted mean of the attacks' own per-batch curves.
+    seed0 = results[0].accuracy_curve * 4 + results[1].accuracy_curve * 2
+    self.assertAllClose(summary["per_seed"][0]["accuracy_curve"], seed0 / 6)
+    self.assertLen(summary["per_seed"][0]["accuracy_curve"], 2 + 2)
+    worst = min(s["robust_accuracy"]["value"] for s in summary["per_seed"])
+    self.assertEqual(summary["worst_case_robust_accuracy"]["value"], worst)
+
+    # Second run: every batch is reused, nothing is attacked.
+    with mock.patch.object(attacks, "undefended_pgd", side_effect=AssertionError("rerun")):
+      again = defense_eval.evaluate(self._setup())
+    self.assertEqual(again["batches_reused"], 4)
+    self.assertEqual(again["per_seed"], summary["per_seed"])
+
+    # More images: only the batches whose images changed are computed.
+    results.clear()
+    with mock.patch.object(attacks, "undefended_pgd", side_effect=spy):
+      grown = defense_eval.evaluate(self._setup(num_images=8))
+    self.assertLen(results, 2)  # batch 1 of each seed (2 -> 4 images)
+    self.assertEqual((grown["batches_reused"], grown["num_images"]), (2, 8))
+
+    # Other settings in the same output_dir are refused, naming the change.
+    with self.assertRaisesRegex(ValueError, r"other settings \(eps_255: 64.0 -> 32.0"):
+      defense_eval.evaluate(self._setup(num_images=8, eps_255=32.0))
+
+  def test_batches_are_reproducible_and_seeded_per_batch(self):
+    self.output_dir = self.create_tempdir().full_path
+    setup = self._setup()
+    x, y = setup.images[:4], setup.labels[:4]
+    first = defense_eval.attack_batch(setup, x, y, defense_eval.batch_seed(0, 0))
+    second = defense_eval.attack_batch(setup, x, y, defense_eval.batch_seed(0, 0))
+    self.assertAllEqual(first.adversarial_images, second.adversarial_images)
+    other = defense_eval.attack_batch(setup, x, y, defense_eval.batch_seed(0, 1))
+    self.assertNotAllClose(first.adversarial_images, other.adversarial_images)
+    self.assertAllEqual(defense_eval.batch_seed(3, 5), [3, 5])
+
+  def test_purified_natural_accuracy_matches_the_eot_classifier(self):
+    self.output_dir = self.create_tempdir().full_path
+    config = _config(output_dir=self.output_dir, attack="none", verify_batch_size=3,
+                     eot_defense_reps=3)
+    energy = models.energy_fn(self.ebm)
+    setup = defense_eval.prepare(config, classifier=self.classifier, energy_fn=energy)
+    x, y = setup.images[:5], setup.labels[:5]
+    seed = defense_eval.batch_seed(1, 0)
+    result = defense_eval.attack_batch(setup, x, y, seed)
+    # Oracle: the eager EOT classifier on each verification chunk with its folded seed.
+    predictions = np.concatenate([
+        purify_lib.eot_predict(self.classifier, energy, x[s:s + 3],
+                               tf.random.experimental.stateless_fold_in(seed, k),
+                               num_steps=3, step_size=1.25e-2, temperature=1e-4,
+                               num_repeats=3).numpy()
+        for k, s in enumerate((0, 3))])
+    self.assertAllEqual(result.natural_correct, predictions == y)
+    self.assertAllEqual(result.robust_correct, result.natural_correct)
+    self.assertLen(result.accuracy_curve, 1)
+
+  def test_full_gradient_attack_runs_on_a_purified_classifier(self):
+    # (The BPDA + EOT attack runs end to end in tests/attack_binary_test.py.)
+    self.output_dir = self.create_tempdir().full_path
+    energy = models.energy_fn(self.ebm)
+    config = _config(output_dir=self.output_dir, attack="full_gradient", adv_steps=1,
+                     purify_steps=2)
+    setup = defense_eval.prepare(config, classifier=self.classifier, energy_fn=energy)
+    with mock.patch.object(attacks, "full_gradient_eot_pgd",
+                           side_effect=attacks.full_gradient_eot_pgd) as spy:
+      result = defense_eval.attack_batch(setup, setup.images[:2], setup.labels[:2],
+                                         defense_eval.batch_seed(0, 0))
+    self.assertEqual(spy.call_count, 1)
+    self.assertLen(result.accuracy_curve, 3)
+    attacks.check_perturbation(result.adversarial_images, setup.images[:2],
+                               attacks.to_pixel_units(64.0))
+
+
+class PrepareFromRunsTest(tf.test.TestCase):
+
+  def test_loads_runs_and_rejects_mismatched_shapes(self):
+    root = self.create_tempdir().full_path
+    classifier, _ = _tiny_models()
+    _save_classifier_run(os.path.join(root, "clf"), classifier)
+    saved_ebm = _save_ebm_run(os.path.join(root, "ebm8"))
+    config = _config(ebm_dir=os.path.join(root, "ebm8"), classifier_dir=os.path.join(root, "clf"),
+                     output_dir=os.path.join(root, "out"), dataset="")
+    setup = defense_eval.prepare(config)
+    self.assertEqual(setup.images.shape, (6, 8, 8, 1))
+    self.assertEqual(setup.models_info["data"]["dataset"], "digits")
+    self.assertEndsWith(setup.models_info["ebm"]["checkpoint"], "ckpt-7")
+    x = tf.constant(setup.images)
+    self.assertAllClose(setup.energy_fn(x), models.energy_fn(saved_ebm)(x))
+    self.assertAllClose(setup.classifier(x), classifier(x))
+
+    _save_ebm_run(os.path.join(root, "ebm16"), image_size=16)
+    with self.assertRaisesRegex(ValueError, r"image shape mismatch: the EBM .* takes images "
+                                r"\[16, 16, 1\] .* classifier .* takes \[8, 8, 1\]"):
+      defense_eval.prepare(dataclasses.replace(config, ebm_dir=os.path.join(root, "ebm16")))
+    with self.assertRaisesRegex(ValueError, r"image shape mismatch: dataset 'digits' with "
+                                r"image_size 16 gives images \[16, 16, 1\]"):
+      defense_eval.prepare(dataclasses.replace(config, image_size=16))
+    with self.assertRaisesRegex(FileNotFoundError, "ebm_dir .*nowhere.* does not exist"):
+      defense_eval.prepare(dataclasses.replace(config, ebm_dir=os.path.join(root, "nowhere")))
+    with self.assertRaisesRegex(FileNotFoundError, "classifier_dir .* does not exist"):
+      defense_eval.prepare(dataclasses.replace(config, classifier_dir=os.path.join(root, "x")))
+
+
+class PlotTest(tf.test.TestCase):
+
+  def test_writes_a_png(self):
+    path = os.path.join(self.create_tempdir().full_path, "sub", "curve.png")
+    defense_eval.plot_accuracy_curves({"a": [1.0, 0.8, 0.5], "b": [0.9]}, path, title="t")
+    with open(path, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+
+if __name__ == "__main__":
+  tf.test.main()
