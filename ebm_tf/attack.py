@@ -15,15 +15,14 @@ batch: re-running the same command resumes, skipping finished batches. See
 `ebm_tf.defense_eval` for the layout.
 """
 
-import dataclasses
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from ebm_tf import defense_eval
+from ebm_tf import flag_config
 
-_FIELDS = {field.name: field for field in dataclasses.fields(defense_eval.DefenseEvalConfig)}
 
 _HELP = {
     "ebm_dir": "model_dir of the ebm_tf.train run whose EBM purifies (defense 'purify')",
@@ -59,32 +58,14 @@ _HELP = {
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """One flag per `DefenseEvalConfig` field, with its default."""
-  for name, field in _FIELDS.items():
-    default, help_text = field.default, _HELP[name]
-    if isinstance(default, bool):
-      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, tuple):
-      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif name == "image_size":
-      flags.DEFINE_integer(name, None, help_text, flag_values=flag_values)
-    else:
-      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+  flag_config.define_flags(defense_eval.DefenseEvalConfig, _HELP, flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS
                       ) -> defense_eval.DefenseEvalConfig:
   """The validated config of the parsed flags (ValueError names a bad flag)."""
-  values = {name: flag_values[name].value for name in _FIELDS}
-  try:
-    values["seeds"] = tuple(int(s) for s in values["seeds"])
-  except ValueError:
-    raise ValueError(f"seeds must be a comma-separated list of integers; got "
-                     f"{','.join(values['seeds'])!r}") from None
-  return defense_eval.DefenseEvalConfig(**values)
+  return defense_eval.DefenseEvalConfig(
+      **flag_config.from_flags(defense_eval.DefenseEvalConfig, flag_values, {}))
 
 
 define_flags()

@@ -57,6 +57,31 @@ class TrainBinaryTest(parameterized.TestCase):
                     "--strategy=default", *extra, *_SHORT)
     self._assert_trained(result, model_dir)
 
+  def test_midrun_and_longrun_paper_presets_chain_on_synthetic_data(self):
+    """shortrun (generator) -> midrun / longrun prior (frozen generator) -> longrun correction
+    (frozen prior), each from its CIFAR-10 paper preset, a few steps on synthetic 32x32 data."""
+    if os.environ.get("EBM_SLOW_TESTS") != "1":
+      self.skipTest("set EBM_SLOW_TESTS=1 for the chained CIFAR-10 paper presets")
+    tiny = ["--dataset=synthetic", "--image_size=32", "--batch_size=4", "--persistent_size=8",
+            "--strategy=default", *_SHORT]
+    root = self.create_tempdir().full_path
+    dirs = {name: os.path.join(root, name) for name in
+            ("shortrun", "midrun", "midrun_data", "prior", "correction")}
+    result = _train(dirs["shortrun"], "--flagfile=flags/shortrun_cifar10.cfg", *tiny)
+    self._assert_trained(result, dirs["shortrun"])
+    for name, preset in (("midrun", "midrun_cifar10"), ("prior", "longrun_prior_cifar10")):
+      result = _train(dirs[name], f"--flagfile=flags/{preset}.cfg",
+                      f"--gen_checkpoint={dirs['shortrun']}", *tiny)
+      self._assert_trained(result, dirs[name])
+      self.assertIn("generator loaded from", result.stderr)
+    result = _train(dirs["midrun_data"], "--flagfile=flags/midrun_cifar10_data.cfg", *tiny)
+    self._assert_trained(result, dirs["midrun_data"])
+    result = _train(dirs["correction"], "--flagfile=flags/longrun_correction_cifar10.cfg",
+                    f"--gen_checkpoint={dirs['shortrun']}", f"--prior_model_dir={dirs['prior']}",
+                    "--burnin_size=8", "--burnin_steps=2", "--graduation_draws=2", *tiny)
+    self._assert_trained(result, dirs["correction"])
+    self.assertIn("prior EBM (ebm_sngan32) loaded from", result.stderr)
+
   def test_bad_flag_fails_with_a_clear_message(self):
     result = _train(self.create_tempdir().full_path, "--flagfile=flags/shortrun_digits.cfg",
                     "--epsilon=0", timeout=120)
