@@ -190,7 +190,9 @@ class NotPreparedTest(tf.test.TestCase, parameterized.TestCase):
     start = time.monotonic()
     with self.assertRaises(data.DatasetNotPreparedError) as ctx:
       data.load_split(name, "train", data_dir=data_dir)
-    self.assertLess(time.monotonic() - start, 5.0)
+    # A download attempt retries for 3-5 minutes; the first tfds builder call of a process can
+    # take a few seconds on a busy machine, so the bound only separates "at once" from that.
+    self.assertLess(time.monotonic() - start, 60.0)
     message = str(ctx.exception)
     self.assertIn(f"dataset '{name}'", message)
     self.assertIn(data_dir, message)
