@@ -50,14 +50,14 @@ def from_flags(config_class: Type[ConfigT], flag_values: flags.FlagValues,
                overrides: Mapping[str, Any]) -> Dict[str, Any]:
   """The field values of `config_class` read from parsed flags (`overrides` win).
 
-  List flags become tuples of ints (names ending in `_boundaries`, or a default of ints) or of
-  floats.
+  List flags become tuples of ints (names ending in `_boundaries` or `_steps`, or a default of
+  ints) or of floats.
   """
   values = {}
   for field in dataclasses.fields(config_class):
     value = flag_values[field.name].value
     if isinstance(field.default, tuple):
-      ints = field.name.endswith("_boundaries") or (
+      ints = field.name.endswith(("_boundaries", "_steps")) or (
           field.default and isinstance(field.default[0], int))
       kind = int if ints else float
       value = _parse_numbers(field.name, value or [], kind)

@@ -1,0 +1,42 @@
+r"""FID of a run's samples, for one checkpoint or swept over all of them (paper section 3a).
+
+  python -m ebm_tf.evaluate_fid --model_dir=RUN --output_dir=OUT --num_samples=1000 \
+      [--checkpoints=all|latest|1000,2000] [--feature=inception|classifier --classifier_dir=CLF]
+
+Defaults follow the paper's protocol: fresh chains from the generator (`--init=auto`: coop when
+the run has a generator, else data) run for the run's `eval_mcmc_steps`; the reference set is
+the training split with as many images as samples. Every FD is printed with its sample count.
+OUT receives one sampling directory per checkpoint, sweep.json and sweep.png; re-running resumes.
+"""
+
+from absl import app
+from absl import flags
+
+from ebm_tf import checkpoint_sweep
+from ebm_tf import flag_config
+from ebm_tf import sampling
+from ebm_tf import stability
+
+flag_config.define_flags(sampling.SampleConfig, sampling.FLAG_HELP)
+flag_config.define_flags(stability.MetricsConfig, stability.FLAG_HELP)
+flags.DEFINE_string("checkpoints", "latest",
+                    "'all', 'latest' or comma-separated training steps of the checkpoints")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    sample_config = sampling.SampleConfig(
+        **flag_config.from_flags(sampling.SampleConfig, flags.FLAGS, {}))
+    metrics = stability.MetricsConfig(
+        **flag_config.from_flags(stability.MetricsConfig, flags.FLAGS, {}))
+    summary = checkpoint_sweep.sweep(sample_config, metrics, flags.FLAGS.checkpoints)
+  except (ValueError, FileNotFoundError) as error:
+    raise app.UsageError(str(error)) from None
+  print(checkpoint_sweep.format_sweep_table(summary))
+  print(f"wrote {sample_config.output_dir}/{checkpoint_sweep.SWEEP_FILENAME}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,46 @@
+"""Tiny real run directories for tests: EBM training runs and classifier runs, laid out exactly
+as `ebm_tf.train` and `ebm_tf.train_classifier` write them. Test support only (seconds to build).
+"""
+
+import os
+
+import keras
+
+from ebm_tf import checkpoints
+from ebm_tf import classifier_config
+from ebm_tf import classifier_lib
+from ebm_tf import config as config_lib
+from ebm_tf import data
+from ebm_tf import train_lib
+
+# A shortrun (coop_persistent) digits run small enough to train 2 steps in seconds.
+TINY_TRAIN = dict(dataset="digits", ebm="ebm_small", ebm_width=4, generator="gen_small",
+                  gen_width=4, latent_dim=4, batch_size=8, train_steps=2, mcmc_steps=2,
+                  persistent_size=16, checkpoint_every=2, image_every=100, log_every=1,
+                  num_grid_images=4, eval_mcmc_steps=3)
+
+
+def train_tiny_run(model_dir: str, **overrides) -> str:
+  """Trains `TINY_TRAIN` (with `overrides`) into `model_dir` through `train_lib.Trainer`;
+  returns `model_dir` (config.json, checkpoints/ckpt-<step>, tensorboard/, samples/)."""
+  config = config_lib.TrainConfig(**dict(TINY_TRAIN, model_dir=model_dir, **overrides))
+  train_lib.Trainer(config).train()
+  return model_dir
+
+
+def write_classifier_run(model_dir: str, epochs: int, seed: int) -> keras.Model:
+  """A small_cnn digits classifier run (classifier_config.json + best/ checkpoint) after
+  `epochs` epochs of Adam on the digits train split (0: untrained); returns the model."""
+  config = classifier_config.ClassifierConfig(dataset="digits", classifier="small_cnn",
+                                              random_crop=False, model_dir=model_dir, seed=seed)
+  classifier_config.save_config(config, model_dir)
+  keras.utils.set_random_seed(seed)
+  model = classifier_lib.build_model(config)
+  if epochs:
+    images, labels = data.load_array("digits", "train")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, labels, batch_size=100, epochs=epochs, verbose=0, shuffle=False)
+  checkpoints.Checkpointer(os.path.join(model_dir, classifier_lib.BEST_DIR), max_to_keep=1,
+                           classifier=model).save(epochs)
+  return model
