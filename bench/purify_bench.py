@@ -22,6 +22,8 @@ import time
 from absl import app
 from absl import flags
 
+from ebm_tf import file_io
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETS = {"small": ("ebm_small", (8, 8, 1), {"width": 16}),
         "sngan32": ("ebm_sngan32", (32, 32, 3), {})}
@@ -130,9 +132,7 @@ def main(argv):
             "tensorflow": tf.__version__,
             "note": "images_per_s at purify_steps, extrapolated from timed_steps when "
                     "'extrapolated' is true; one chain per image (no EOT repeats)"}
-  with open(_OUTPUT.value + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(_OUTPUT.value + ".tmp", _OUTPUT.value)
+  file_io.write_json_atomic(_OUTPUT.value, result)
   print(f"\nwrote {_OUTPUT.value} (load average at the end: "
         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())})")
 

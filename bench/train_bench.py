@@ -22,6 +22,8 @@ import time
 from absl import app
 from absl import flags
 
+from ebm_tf import file_io
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (preset, overrides). The CIFAR-10 row uses the paper architecture at batch 64 on
@@ -151,10 +153,7 @@ def main(argv):
       print(_format_row(rows[-1]), flush=True)
   print()
   print(_table(rows))
-  os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-  with open(_OUTPUT.value + ".tmp", "w") as f:
-    json.dump({"steps": _STEPS.value, "rows": rows}, f, indent=2)
-  os.replace(_OUTPUT.value + ".tmp", _OUTPUT.value)
+  file_io.write_json_atomic(_OUTPUT.value, {"steps": _STEPS.value, "rows": rows})
   print(f"\nwrote {_OUTPUT.value}")
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 
 import tensorflow as tf
 
-from ebm_tf import flag_config
+from ebm_tf import file_io
 from ebm_tf import sampling
 from ebm_tf import stability
 
@@ -90,8 +90,7 @@ def sweep(sample_config: sampling.SampleConfig, metrics: stability.MetricsConfig
     feature, num_reference, data_row = result["feature"], result["num_reference"], result["data"]
     summary = dict(feature=feature, num_reference=num_reference, data=data_row, rows=rows,
                    best_step=min(rows, key=lambda r: r["fd"])["step"])
-    flag_config.write_json_atomic(summary, os.path.join(sample_config.output_dir,
-                                                        SWEEP_FILENAME))
+    file_io.write_json_atomic(os.path.join(sample_config.output_dir, SWEEP_FILENAME), summary)
   plot_sweep(summary, os.path.join(sample_config.output_dir, SWEEP_PLOT_FILENAME),
              title=sample_config.model_dir)
   return summary
@@ -117,10 +116,8 @@ def plot_sweep(summary: Dict[str, Any], path: str, title: str = "") -> str:
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
+  file_io.save_figure_atomic(fig, path)
   plt.close(fig)
-  os.replace(tmp, path)
   return path
 
 

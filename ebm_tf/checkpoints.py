@@ -14,7 +14,7 @@ writer they call, `core/util/tensor_bundle/tensor_bundle.cc`, which the wheel do
    to `<prefix>.data-*` and writes `<prefix>.index`. That final index is written in place, not via
    a rename, so the `ckpt-<step>` files alone are not atomic.
 2. Only after that write returns does `CheckpointManager` run its write callback, which records the
-   new path in the `checkpoint` state file with `file_io.atomic_write_string_to_file` (a temporary
+   new path in the `checkpoint` state file with TensorFlow's `atomic_write_string_to_file` (a temporary
    file renamed over the old one on file systems with atomic rename: local disks, not GCS/S3).
 3. `restore_latest` reads only the paths listed in that state file, so a save that dies before
    step 2 leaves the previous checkpoint as the newest one. Nothing in steps 1-2 fsyncs, so a power
@@ -33,6 +33,8 @@ from typing import List, Optional
 
 from absl import logging
 import tensorflow as tf
+
+from ebm_tf import file_io
 
 CHECKPOINT_NAME = "ckpt"
 _STATE_FILE = "checkpoint"  # CheckpointManager's state file name.
@@ -136,7 +138,7 @@ class Checkpointer:
     step = _as_step(step)
     options = tf.train.CheckpointOptions(experimental_write_callbacks=[_fsync_bundle])
     path = self._manager.save(checkpoint_number=step, options=options)
-    _fsync_paths([os.path.join(self._directory, _STATE_FILE)])
+    file_io.fsync_paths([os.path.join(self._directory, _STATE_FILE)])
     return path
 
   def restore(self, path: str, expect_partial: bool = False) -> str:
@@ -261,48 +263,19 @@ def _one_line(error: BaseException) -> str:
   return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _is_local(path: str) -> bool:
-  return "://" not in path
-
-
 def _fsync_bundle(save_path: str) -> None:
   """Flushes the files of the checkpoint at prefix `save_path` (and their directory) to disk.
 
   Runs as a write callback before CheckpointManager's own, so an I/O error here fails the save
   before the state file names the new checkpoint.
   """
-  if not _is_local(save_path):
+  if not file_io.is_local(save_path):
     return
   directory, base = os.path.split(save_path)
   names = os.listdir(directory or ".")
   files = [os.path.join(directory, n) for n in names
            if n == base + ".index" or n.startswith(base + ".data-")]
-  _fsync_paths(files)
-
-
-def _fsync_paths(paths: List[str]) -> None:
-  """fsyncs the local files `paths`, then their directories (best effort for directories).
-
-  Remote paths (`gs://...`) are left to their file system.
-  """
-  paths = [p for p in paths if _is_local(p)]
-  for path in paths:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
-  for directory in sorted({os.path.dirname(p) or "." for p in paths}):
-    try:
-      fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-      continue  # Directories cannot be opened on some platforms.
-    try:
-      os.fsync(fd)
-    except OSError:
-      pass  # Not every file system supports fsync on a directory.
-    finally:
-      os.close(fd)
+  file_io.fsync_paths(files)
 
 
 def restore_from_run(run_dir_or_prefix: str, **trackables) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebm_tf import checkpoints
+from ebm_tf import file_io
 
 
 def setUpModule():
@@ -256,7 +257,7 @@ class CheckpointerTest(tf.test.TestCase, parameterized.TestCase):
     self._save_two(directory)
     state = _make_state()
     ckpt = checkpoints.Checkpointer(directory, **state)
-    with mock.patch.object(checkpoints, "_fsync_paths", side_effect=OSError("disk gone")):
+    with mock.patch.object(file_io, "fsync_paths", side_effect=OSError("disk gone")):
       with self.assertRaisesRegex(OSError, "disk gone"):
         ckpt.save(3)
     self.assertIn("ckpt-3.index", os.listdir(directory))  # Written, but never recorded:

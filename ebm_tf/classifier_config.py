@@ -21,6 +21,7 @@ from absl import flags
 
 from ebm_tf import data
 from ebm_tf import distribute
+from ebm_tf import file_io
 from ebm_tf import flag_config
 from ebm_tf import models
 
@@ -197,8 +198,8 @@ def save_config(config: ClassifierConfig, model_dir: str) -> str:
   The file holds every field (`"classifier"`, `"dataset"`, `"image_size"` - null for the
   dataset's own size - ...) plus `"num_classes"` and `"image_shape"` [H, W, C]. Returns its path.
   """
-  return flag_config.write_json_atomic(config_dict(config),
-                                       os.path.join(model_dir, CONFIG_FILENAME))
+  return file_io.write_json_atomic(os.path.join(model_dir, CONFIG_FILENAME),
+                                   config_dict(config))
 
 
 def load_config(model_dir: str, **overrides) -> ClassifierConfig:

@@ -47,6 +47,7 @@ from ebm_tf import checkpoints
 from ebm_tf import classifier_config
 from ebm_tf import data
 from ebm_tf import distribute
+from ebm_tf import file_io
 from ebm_tf import models
 from ebm_tf import summaries
 
@@ -174,13 +175,6 @@ def evaluate(model: keras.Model, images, labels, batch_size: int = 500) -> float
     raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
   images, labels = _check_eval_arrays(model, images, labels)
   return _accuracy(_make_predict(model), images, labels, int(batch_size))
-
-
-def _write_json_atomically(path: str, values: Dict) -> None:
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    json.dump(values, f, indent=2, sort_keys=True)
-  os.replace(temp, path)
 
 
 def read_best(model_dir: str) -> Dict:
@@ -377,7 +371,7 @@ class ClassifierTrainer:
       self.best_step.assign(step)
       self.best_checkpointer.save(step)
       if self.is_chief:
-        _write_json_atomically(
+        file_io.write_json_atomic(
             os.path.join(c.model_dir, BEST_DIR, BEST_FILENAME),
             {"step": step, "accuracy": accuracy, "split": c.eval_split,
              "num_examples": int(len(self.eval_data()[1]))})

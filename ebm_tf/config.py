@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 from absl import flags
 
+from ebm_tf import file_io
 from ebm_tf import flag_config
 from ebm_tf import init_strategies
 
@@ -244,8 +245,8 @@ def save_config(config: TrainConfig, model_dir: str) -> str:
 
   Downstream tools (sampling, export, evaluation) rebuild the run's networks from it.
   """
-  return flag_config.write_json_atomic(dataclasses.asdict(config),
-                                       os.path.join(model_dir, CONFIG_FILENAME))
+  return file_io.write_json_atomic(os.path.join(model_dir, CONFIG_FILENAME),
+                                   dataclasses.asdict(config))
 
 
 def load_config(model_dir: str, **overrides) -> TrainConfig:

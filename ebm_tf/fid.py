@@ -25,13 +25,14 @@ reference's fid.py does; extractors reject values more than 1e-3 outside the ran
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zipfile
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from absl import logging
 import numpy as np
+
+from ebm_tf import file_io
 
 RANGE_TOLERANCE = 1e-3
 EXTRACTOR_KINDS = ("inception", "classifier")
@@ -161,22 +162,9 @@ def save_stats(stats: FeatureStats, path: str, **metadata) -> str:
   path = os.fspath(path)
   if not path.endswith(".npz"):
     path += ".npz"
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                              suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, mean=mean, cov=cov, count=np.int64(stats.count),
-               format_version=np.int64(_FORMAT_VERSION),
-               metadata=np.array(json.dumps(metadata, sort_keys=True)))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
-  except BaseException:
-    if os.path.exists(temp):
-      os.remove(temp)
-    raise
+  file_io.save_npz_atomic(path, mean=mean, cov=cov, count=np.int64(stats.count),
+                          format_version=np.int64(_FORMAT_VERSION),
+                          metadata=np.array(json.dumps(metadata, sort_keys=True)))
   return path
 
 

@@ -5,8 +5,6 @@ numbers; each field becomes one absl flag of the same name (tuples: comma-separa
 """
 
 import dataclasses
-import json
-import os
 from typing import Any, Dict, Mapping, Type, TypeVar
 
 from absl import flags
@@ -64,13 +62,3 @@ def from_flags(config_class: Type[ConfigT], flag_values: flags.FlagValues,
     values[field.name] = value
   values.update(overrides)
   return values
-
-
-def write_json_atomic(values: Mapping[str, Any], path: str) -> str:
-  """Writes `values` as JSON to `path` via a temp file and a rename; returns `path`."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    json.dump(values, f, indent=2, sort_keys=True)
-  os.replace(temp, path)
-  return path

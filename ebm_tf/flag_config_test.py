@@ -48,14 +48,6 @@ class FlagConfigTest(absltest.TestCase):
                                 "int values; got '1.5'"):
       flag_config.from_flags(_Toy, _parse(["--lr_boundaries=1.5"]), {})
 
-  def test_write_json_atomic(self):
-    directory = self.create_tempdir().full_path
-    path = flag_config.write_json_atomic({"b": 1, "a": [1, 2]},
-                                         os.path.join(directory, "sub", "c.json"))
-    with open(path) as f:
-      self.assertEqual(json.load(f), {"a": [1, 2], "b": 1})
-    self.assertEqual(os.listdir(os.path.dirname(path)), ["c.json"])
-
 
 if __name__ == "__main__":
   absltest.main()

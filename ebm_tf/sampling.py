@@ -32,7 +32,7 @@ import tensorflow as tf
 from ebm_tf import checkpoints
 from ebm_tf import config as config_lib
 from ebm_tf import data
-from ebm_tf import flag_config
+from ebm_tf import file_io
 from ebm_tf import langevin
 from ebm_tf import models
 from ebm_tf import runs
@@ -291,13 +291,6 @@ def _fingerprint(values: Dict[str, Any]) -> str:
   return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_npz_atomic(path: str, **arrays) -> str:
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-  return path
-
-
 def snapshot_path(output_dir: str, step: int) -> str:
   """`<output_dir>/samples_<step, 9 digits>.npz`."""
   return os.path.join(output_dir, f"samples_{step:09d}.npz")
@@ -307,7 +300,7 @@ def list_snapshots(output_dir: str) -> List[Tuple[int, str]]:
   """(step, path) of every snapshot in `output_dir`, by step."""
   found = []
   for name in tf.io.gfile.listdir(output_dir) if tf.io.gfile.isdir(output_dir) else []:
-    if name.startswith("samples_") and name.endswith(".npz") and ".tmp" not in name:
+    if name.startswith("samples_") and name.endswith(".npz"):
       found.append((int(name[len("samples_"):-len(".npz")]), os.path.join(output_dir, name)))
   return sorted(found)
 
@@ -365,7 +358,7 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
         trajectory = [row for row in json.load(f)["segments"] if row["end"] <= done]
     logging.info("resuming %s at step %d of %d", output_dir, done, num_steps)
   else:
-    flag_config.write_json_atomic(job, os.path.join(output_dir, SETTINGS_FILENAME))
+    file_io.write_json_atomic(os.path.join(output_dir, SETTINGS_FILENAME), job)
   resumed_from = done
   sampler = langevin.make_sampler(model.energy_fn, model.image_shape, **model.langevin_kwargs)
   base_seed = tf.constant([seed, 0x5A4], tf.int32)
@@ -399,9 +392,9 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
     done = end
     if done in record:
       _write_snapshot(output_dir, done, images, energies, grid_size)
-    _save_npz_atomic(state_path, images=images, steps_done=np.int64(done),
+    file_io.save_npz_atomic(state_path, images=images, steps_done=np.int64(done),
                      fingerprint=np.str_(fingerprint))
-    flag_config.write_json_atomic(dict(segments=trajectory), trajectory_path)
+    file_io.write_json_atomic(trajectory_path, dict(segments=trajectory))
     progress.update(done, mean_energy=trajectory[-1]["mean_energy"])
   return dict(num_samples=len(images), num_steps=num_steps,
               seconds=time.monotonic() - start_time, resumed_from=resumed_from,
@@ -416,7 +409,7 @@ def _energies(model: SamplingModel, images: np.ndarray, batch_size: int) -> np.n
 
 def _write_snapshot(output_dir: str, step: int, images: np.ndarray, energies: np.ndarray,
                     grid_size: int) -> None:
-  _save_npz_atomic(snapshot_path(output_dir, step), images=images, energies=energies,
+  file_io.save_npz_atomic(snapshot_path(output_dir, step), images=images, energies=energies,
                    step=np.int64(step))
   summaries.save_image_grid(np.clip(images[:grid_size], -1.0, 1.0),
                             os.path.join(output_dir, f"samples_{step:09d}.png"))

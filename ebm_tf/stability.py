@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from ebm_tf import data
 from ebm_tf import fid
-from ebm_tf import flag_config
+from ebm_tf import file_io
 from ebm_tf import sampling
 
 METRICS_FILENAME = "stability.json"
@@ -137,8 +137,8 @@ def evaluate_snapshots(output_dir: str, *, extractor, reference: fid.FeatureStat
                                   data_energy=data_energy, batch_size=batch_size))
     logging.info("step %d: %s", step, row)
     result["rows"].append(row)
-    flag_config.write_json_atomic(result, path)
-  flag_config.write_json_atomic(result, path)
+    file_io.write_json_atomic(path, result)
+  file_io.write_json_atomic(path, result)
   return result
 
 
@@ -191,10 +191,8 @@ def plot_curves(curves: Mapping[str, Mapping[str, Any]], path: str, title: str =
   fig.suptitle(f"{title}\n{feature}; dashed = held-out data" if title else
                f"{feature}; dashed = held-out data", fontsize=9)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
+  file_io.save_figure_atomic(fig, path)
   plt.close(fig)
-  os.replace(tmp, path)
   return path
 
 

@@ -8,12 +8,13 @@ it when it is created (an enabled writer only), and the hparams dashboard needs 
 import math
 import os
 import time
-import uuid
 from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
+
+from ebm_tf import file_io
 
 _TENSORBOARD_HINT = ("TensorBoard is required for summaries but is not installed (TensorFlow "
                      "2.21 no longer depends on it): pip install tensorboard==2.21.0")
@@ -106,18 +107,8 @@ def save_image_grid(images, path: str, num_rows: Optional[int] = None) -> str:
   if not path.lower().endswith(".png"):
     raise ValueError(f"path must end with .png; got {path!r}")
   png = tf.io.encode_png(image_grid(images, num_rows)).numpy()
-  directory = os.path.dirname(path)
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-  try:
-    with tf.io.gfile.GFile(temp_path, "wb") as f:
-      f.write(png)
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
-  except BaseException:
-    if tf.io.gfile.exists(temp_path):
-      tf.io.gfile.remove(temp_path)
-    raise
+  with file_io.atomic_file(path, "wb") as f:
+    f.write(png)
   return path
 
 

@@ -99,7 +99,7 @@ class SaveImageGridTest(tf.test.TestCase):
   def test_failed_write_leaves_nothing(self):
     directory = self.get_temp_dir()
     path = os.path.join(directory, "failed.png")
-    with mock.patch.object(tf.io.gfile, "rename", side_effect=OSError("rename failed")):
+    with mock.patch.object(os, "replace", side_effect=OSError("rename failed")):
       with self.assertRaisesRegex(OSError, "rename failed"):
         summaries.save_image_grid(_constant_images([0.0]), path)
     self.assertFalse([f for f in os.listdir(directory) if "failed.png" in f])

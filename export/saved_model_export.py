@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ebm_tf import file_io
 from export import purifier_module
 from export import serving_config
 from export import warmup
@@ -124,7 +125,7 @@ def export_saved_model(module: purifier_module.PurifierModule, export_base: str,
     info.update(export_info or {})
     with open(os.path.join(temp_dir, warmup.ASSETS_EXTRA, EXPORT_INFO_FILENAME), "w") as f:
       json.dump(info, f, indent=2, sort_keys=True)
-    _fsync_tree(temp_dir)
+    file_io.fsync_tree(temp_dir)
     version_dir, version = _publish(temp_dir, model_dir, version)
   except BaseException:
     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -136,10 +137,10 @@ def export_saved_model(module: purifier_module.PurifierModule, export_base: str,
   if os.path.exists(models_config_path):
     with open(models_config_path) as f:
       existing_text = f.read()
-  serving_config.write_text_atomically(models_config_path, serving_config.merged_models_config(
+  file_io.write_text_atomic(models_config_path, serving_config.merged_models_config(
       existing_text, serving_config.model_config(model_name, serving_base_path or model_dir)))
   batching_path = os.path.join(export_base, serving_config.BATCHING_FILENAME)
-  serving_config.write_text_atomically(batching_path, serving_config.batching_parameters_text(
+  file_io.write_text_atomic(batching_path, serving_config.batching_parameters_text(
       module.config.max_batch_size, **dict(batching_kwargs or {})))
   return ExportResult(version=version, version_dir=version_dir, model_dir=model_dir,
                       models_config_path=models_config_path,
@@ -162,37 +163,9 @@ def _publish(temp_dir: str, model_dir: str, version: Optional[int]):
       if error.errno in (errno.EEXIST, errno.ENOTEMPTY) and version is None:
         continue
       raise
-    _fsync_dir(model_dir)
+    file_io.fsync_directory(model_dir)
     return target, candidate
   raise RuntimeError(f"could not find a free version directory in {model_dir}")
-
-
-def _fsync_tree(root: str) -> None:
-  """fsyncs every file under `root`, then every directory (deepest first)."""
-  dirs = []
-  for dirpath, _, filenames in os.walk(root):
-    dirs.append(dirpath)
-    for name in filenames:
-      fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-      try:
-        os.fsync(fd)
-      finally:
-        os.close(fd)
-  for dirpath in reversed(dirs):
-    _fsync_dir(dirpath)
-
-
-def _fsync_dir(path: str) -> None:
-  try:
-    fd = os.open(path, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass  # Not every file system supports fsync on a directory.
-  finally:
-    os.close(fd)
 
 
 def read_export_info(version_dir: str) -> Dict[str, Any]:

@@ -15,7 +15,6 @@ only `energy` is batchable. Enable batching for this model only after reading th
 the README); the file records the limits the export was built for.
 """
 
-import os
 from typing import Optional, Sequence
 
 from google.protobuf import text_format
@@ -90,14 +89,3 @@ def batching_parameters_text(max_batch_size: int, batch_timeout_micros: int = 50
            f"num_batch_threads {{ value: {int(num_batch_threads)} }}"]
   lines += [f"allowed_batch_sizes: {s}" for s in sizes]
   return "\n".join(lines) + "\n"
-
-
-def write_text_atomically(path: str, text: str) -> str:
-  """Writes `text` to `path` via a temporary file and a rename; returns `path`."""
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(temp, path)
-  return path

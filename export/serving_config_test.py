@@ -92,12 +92,6 @@ class ServingConfigTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "model_name"):
       serving_config.model_config("a/b", "/x")
 
-  def test_write_text_atomically(self):
-    path = self.create_tempfile().full_path
-    serving_config.write_text_atomically(path, "hello\n")
-    with open(path) as f:
-      self.assertEqual(f.read(), "hello\n")
-
 
 if __name__ == "__main__":
   tf.test.main()
