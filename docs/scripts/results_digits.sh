@@ -40,8 +40,9 @@ if [[ $step == shortrun_own || $step == all ]]; then
       --output_dir=$OUT/stability_shortrun_own
 fi
 if [[ $step == midrun || $step == all ]]; then
+  # The same protocol, cut at 17,500 steps for compute (the later flags win).
   $P -m ebm_tf.evaluate_stability --model_dir=runs/midrun_digits "${PROTOCOL[@]}" \
-      --output_dir=$OUT/stability_midrun
+      --num_steps=17500 --record_steps=0,50,175,500,1750,5000 --output_dir=$OUT/stability_midrun
 fi
 if [[ $step == sweep || $step == all ]]; then
   # The paper's FID protocol per checkpoint: fresh G(z) of that checkpoint, eval_mcmc_steps (175).
