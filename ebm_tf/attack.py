@@ -2,12 +2,17 @@ r"""Robust accuracy of a classifier defended by EBM Langevin purification (BPDA 
 
   python -m ebm_tf.attack --flagfile=flags/defense_digits.cfg --ebm_dir=RUN \
       --classifier_dir=CLF --output_dir=OUT [--defense=purify|none] \
-      [--attack=bpda_eot|full_gradient|none] [--seeds=0,1] [--num_images=N]
+      [--attack=bpda_eot|full_gradient|none] [--attack_method=pgd|bim|fgm|mim] \
+      [--seeds=0,1] [--num_images=N]
 
 RUN is the --model_dir of an `ebm_tf.train` run (a midrun EBM), CLF that of an
 `ebm_tf.train_classifier` run. The presets flags/defense_*.cfg hold the protocols
 (flags/defense_cifar10.cfg is the paper's). Perturbations are in /255 units of [0, 1] images.
 `--defense=none` attacks the classifier alone with the same PGD (the undefended baseline).
+`--attack_method` picks the cleverhans.tf2 method run with those gradients, EOT and
+verification: pgd (default), bim (no random start), fgm (one step of size eps) or mim
+(momentum, Dong et al. 2018); bim, fgm and mim need --random_start=false, and fgm also
+--adv_steps=1 --step_size_255=<eps_255> (flags/defense_digits_mim.cfg is a MIM preset).
 
 OUT receives per-seed JSON and PNG curves, summary.json (natural and robust accuracy with 95%
 CIs, the worst case over seeds, settings, compute time) and batches/, one file per finished
@@ -38,10 +43,13 @@ _HELP = {
     "batch_size": "images per batch (the unit of resumption)",
     "defense": f"one of {defense_eval.DEFENSES}",
     "attack": f"one of {defense_eval.ATTACKS}; with --defense=none every attack is plain PGD",
+    "attack_method": f"one of {defense_eval.ATTACK_METHODS} (cleverhans' PGD, BIM, FGM, MIM): "
+                     "bim, fgm and mim need --random_start=false; fgm also --adv_steps=1 and "
+                     "--step_size_255 equal to --eps_255",
     "eps_255": "l_inf radius in /255 units of [0, 1] images (8 = 8/255)",
     "step_size_255": "PGD step in /255 units",
     "adv_steps": "PGD steps (adv_steps + 1 evaluations after the random start)",
-    "random_start": "start PGD from a uniform point of the eps-ball",
+    "random_start": "start PGD from a uniform point of the eps-ball (attack_method pgd only)",
     "eot_attack_reps": "purifications averaged per attack evaluation and gradient",
     "eot_defense_reps": "purifications averaged for natural accuracy and to confirm a break",
     "purify_steps": "Langevin steps of the purification",
@@ -52,7 +60,7 @@ _HELP = {
     "verify_batch_size": "images per verification call (0 = the whole batch)",
     "seeds": "attack seeds; the worst case over them is reported",
     "output_dir": "where results go (re-run with the same one to resume)",
-    "log_every": "PGD evaluations between progress lines inside a batch (0 = none)",
+    "log_every": "attack evaluations between progress lines inside a batch (0 = none)",
 }
 
 

@@ -18,6 +18,21 @@ Robust accuracy = the fraction of images never broken; the curve has adv_steps +
 [-1, 1] range itself (`check_perturbation`). When calling cleverhans attacks directly (e.g. with
 `BPDAModel`), pass `sanity_checks=False`: cleverhans' own checks crash on numpy >= 1.24.
 
+Attack methods (`ATTACK_METHODS`; `attack_method_settings` checks the settings each needs). All
+run in the one loop of `pgd_attack`, so verification, permanent breaks, EOT and BPDA apply to
+each; with an undefended classifier each equals the cleverhans.tf2 function named (maximising
+softmax cross-entropy on logits, l_inf, clip to [-1, 1]):
+- 'pgd': the protocol above (Madry et al.); without a random start it is 'bim'.
+- 'bim': no random start (`basic_iterative_method`, i.e. `projected_gradient_descent` with
+  rand_init=False); random_start must be False.
+- 'fgm': one step of size eps from the clean images (`fast_gradient_method`): adv_steps = 1,
+  step_size_255 = eps_255, random_start False.
+- 'mim': momentum (`momentum_iterative_method`, Dong et al. 2018) from the clean images:
+  g <- mu g + grad / mean(|grad|) (the mean per image over H, W, C, floored at 1e-12;
+  mu = `MIM_DECAY_FACTOR` = 1, cleverhans' default), X_adv <- clip(Proj(X_adv + eta sign(g)),
+  -1, 1); random_start must be False. The momentum starts at 0 and is updated at every step
+  for every image (also broken ones, like the iterate itself).
+
 Gradients through the purifier:
 - BPDA (`bpda_purify`): forward = Langevin purification, backward = identity, so the gradient
   w.r.t. the input is the classifier's gradient taken at the purified images, summed over the
@@ -53,6 +68,10 @@ MAX_CHAIN_STEPS = 50
 LogitsFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 _BALL_TOLERANCE = 1e-5  # float32 rounding of x + (x_adv - x) on [-1, 1] pixels
+
+ATTACK_METHODS = ("pgd", "bim", "fgm", "mim")
+MIM_DECAY_FACTOR = 1.0  # cleverhans' momentum_iterative_method default decay_factor
+_MIM_ZERO_DIVISION = 1e-12  # cleverhans' floor on mean |grad|
 
 
 def _number(value, name, *, minimum=0.0, strict=False) -> float:
@@ -424,6 +443,36 @@ def _logits_of(logits_fn, images, seed, batch_name):
   return tf.cast(logits, tf.float32)
 
 
+def attack_method_settings(attack_method: str, *, eps_255, step_size_255, adv_steps,
+                           random_start: bool) -> Optional[float]:
+  """Checks that the attack settings fit `attack_method`; returns pgd_attack's momentum_decay.
+
+  Args:
+    attack_method: one of `ATTACK_METHODS` ('pgd', 'bim', 'fgm', 'mim'; module docstring).
+    eps_255, step_size_255: the l_inf radius and step in /255 units.
+    adv_steps: attack steps.
+    random_start: whether the attack starts from a random point of the eps-ball.
+
+  Returns:
+    `MIM_DECAY_FACTOR` for 'mim', else None (plain sign-gradient steps).
+
+  Raises:
+    ValueError: an unknown method; random_start with 'bim', 'fgm' or 'mim' (they start from
+      the clean images); 'fgm' with adv_steps != 1 or step_size_255 != eps_255.
+  """
+  if not isinstance(attack_method, str) or attack_method not in ATTACK_METHODS:
+    raise ValueError(f"attack_method must be one of {ATTACK_METHODS}; got {attack_method!r}")
+  if attack_method != "pgd" and random_start:
+    raise ValueError(f"attack_method {attack_method!r} starts from the clean images (as "
+                     f"cleverhans' version does): set random_start=False (--random_start=false), "
+                     f"or use attack_method 'pgd' for a random start; got random_start=True")
+  if attack_method == "fgm" and (adv_steps != 1 or step_size_255 != eps_255):
+    raise ValueError(f"attack_method 'fgm' is one step of size eps: it needs adv_steps=1 and "
+                     f"step_size_255 = eps_255 = {eps_255!r}; got adv_steps={adv_steps!r}, "
+                     f"step_size_255={step_size_255!r}")
+  return MIM_DECAY_FACTOR if attack_method == "mim" else None
+
+
 def pgd_attack(attack_logits_fn: LogitsFn,
                images,
                labels,
@@ -436,10 +485,14 @@ def pgd_attack(attack_logits_fn: LogitsFn,
                verify_all: bool = False,
                verify_batch_size: Optional[int] = None,
                random_start: bool = True,
+               momentum_decay: Optional[float] = None,
                loss_fn=None,
                return_trajectory: bool = False,
                log_every: int = 0) -> AttackResult:
   """l_inf PGD with permanent-break bookkeeping (the protocol in the module docstring).
+
+  The one attack loop of this module: BIM is PGD without a random start, FGM one step of size
+  eps without one, and MIM adds `momentum_decay` (see `attack_method_settings`).
 
   Args:
     attack_logits_fn: `(images [N, H, W, C], seed int32 [2]) -> logits [N, K]`, differentiable
@@ -459,6 +512,9 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     verify_batch_size: at most this many images per verification call (memory: each image
       becomes eot_defense_reps chains); None: all at once.
     random_start: start from clip(X + eps U[-1, 1], -1, 1), else from X.
+    momentum_decay: None: step along sign(grad). A number mu >= 0: the momentum iterative
+      method, g <- mu g + grad / max(mean |grad|, 1e-12) (mean per image), step along
+      sign(g), g starting at 0 (cleverhans' `momentum_iterative_method` with decay_factor=mu).
     loss_fn: `loss_fn(labels=, logits=) -> [N]` maximised by the attack (cleverhans'
       convention); default softmax cross-entropy.
     return_trajectory: keep every evaluated X_adv in the result.
@@ -485,6 +541,8 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     verify_batch_size = _count(verify_batch_size, "verify_batch_size", minimum=1)
   if verify_all and verify_logits_fn is None:
     raise ValueError("verify_all=True needs a verify_logits_fn")
+  if momentum_decay is not None:
+    momentum_decay = _number(momentum_decay, "momentum_decay")
   if loss_fn is None:
     loss_fn = tf.nn.sparse_softmax_cross_entropy_with_logits
 
@@ -495,8 +553,8 @@ def pgd_attack(attack_logits_fn: LogitsFn,
   # second trace of the purifier would cost more than one classifier backward pass.
   @tf.function(input_signature=[image_spec, image_spec, tf.TensorSpec([None], tf.int64),
                                 seed_spec, tf.TensorSpec([], tf.float32),
-                                tf.TensorSpec([], tf.float32)])
-  def attack_step(x_adv, x_orig, y, step_seed, eps, eta):
+                                tf.TensorSpec([], tf.float32), image_spec])
+  def attack_step(x_adv, x_orig, y, step_seed, eps, eta, momentum):
     with tf.GradientTape() as tape:
       tape.watch(x_adv)
       logits = _logits_of(attack_logits_fn, x_adv, step_seed, "attack_logits_fn")
@@ -507,9 +565,16 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     grad = tape.gradient(loss, x_adv)
     if grad is None:
       raise ValueError("attack_logits_fn's logits do not depend on the images: no gradient")
-    x_new = x_adv + cleverhans_utils.optimize_linear(grad, eta, np.inf)
+    direction = grad
+    if momentum_decay is not None:  # as cleverhans' momentum_iterative_method
+      per_image = list(range(1, grad.shape.rank))
+      grad = grad / tf.maximum(tf.cast(_MIM_ZERO_DIVISION, grad.dtype),
+                               tf.reduce_mean(tf.abs(grad), per_image, keepdims=True))
+      momentum = momentum_decay * momentum + grad
+      direction = momentum
+    x_new = x_adv + cleverhans_utils.optimize_linear(direction, eta, np.inf)
     x_new = x_orig + cleverhans_utils.clip_eta(x_new - x_orig, np.inf, eps)
-    return logits, tf.clip_by_value(x_new, -1.0, 1.0)
+    return logits, tf.clip_by_value(x_new, -1.0, 1.0), momentum
 
   verify = None
   if verify_logits_fn is not None:
@@ -541,7 +606,8 @@ def pgd_attack(attack_logits_fn: LogitsFn,
   if verify is not None:
     natural_correct[verified_wrong(x, np.arange(y.size), _fold(seed, 0))] = False
   else:
-    natural_logits = attack_step(x, x, y, _fold(seed, 0), eps, eta)[0].numpy()
+    natural_logits = attack_step(x, x, y, _fold(seed, 0), eps, eta,
+                                 tf.zeros_like(x))[0].numpy()
     check_num_classes(natural_logits)
     natural_correct = np.argmax(natural_logits, axis=-1) == y
   defended = natural_correct.copy()
@@ -555,12 +621,13 @@ def pgd_attack(attack_logits_fn: LogitsFn,
   else:
     x_adv = x
   check_perturbation(x_adv, x_np, eps, "the random start")
+  momentum = tf.zeros_like(x)  # MIM's accumulated gradient (unused without momentum_decay)
   trajectory = []
   attack_seed = _fold(seed, 2)
   verify_seed = _fold(seed, 3)
   for t in range(adv_steps + 1):
     step_seed = _fold(attack_seed, t)
-    logits, x_next = attack_step(x_adv, x, y, step_seed, eps, eta)
+    logits, x_next, next_momentum = attack_step(x_adv, x, y, step_seed, eps, eta, momentum)
     x_next = x_next if t < adv_steps else None
     logits = logits.numpy()
     check_num_classes(logits)
@@ -578,11 +645,11 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     if return_trajectory:
       trajectory.append(x_adv_np)
     if log_every and (t % log_every == 0 or t == adv_steps):
-      logging.info("PGD evaluation %d/%d: defended %d of %d (attack-eval accuracy %.3f)", t,
+      logging.info("attack evaluation %d/%d: defended %d of %d (attack-eval accuracy %.3f)", t,
                    adv_steps, int(defended.sum()), y.size, float(np.mean(~wrong)))
     if x_next is not None:
       check_perturbation(x_next, x_np, eps, f"x_adv after PGD step {t + 1}")
-      x_adv = x_next
+      x_adv, momentum = x_next, next_momentum
   adversarial[defended] = x_adv.numpy()[defended]
   return AttackResult(
       accuracy_curve=np.asarray(curve, np.float64),
@@ -624,6 +691,7 @@ def bpda_eot_pgd(classifier: purify_lib.Classifier,
                  eot_attack_reps: int,
                  eot_defense_reps: int,
                  random_start: bool = True,
+                 attack_method: str = "pgd",
                  verify_batch_size: Optional[int] = None,
                  return_trajectory: bool = False,
                  log_every: int = 0) -> AttackResult:
@@ -643,13 +711,19 @@ def bpda_eot_pgd(classifier: purify_lib.Classifier,
     purify_steps, purify_step_size, purify_temperature: the defense's Langevin K, eps, T.
     eot_attack_reps, eot_defense_reps: purifications per image for the attack and for
       verification (ints >= 1).
+    attack_method: 'pgd', 'bim', 'fgm' or 'mim' (module docstring), with the same gradients,
+      EOT and verification; see `attack_method_settings` for the settings each needs.
 
   Returns:
     An `AttackResult`.
 
   Raises:
-    ValueError: for any bad argument (see `pgd_attack`; purify settings, reps < 1).
+    ValueError: for any bad argument (see `pgd_attack`; purify settings, reps < 1, settings
+      that do not fit attack_method).
   """
+  momentum_decay = attack_method_settings(attack_method, eps_255=eps_255,
+                                          step_size_255=step_size_255, adv_steps=adv_steps,
+                                          random_start=random_start)
   settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
   eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
   eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
@@ -663,7 +737,8 @@ def bpda_eot_pgd(classifier: purify_lib.Classifier,
                     verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
                                                    eot_defense_reps),
                     verify_batch_size=verify_batch_size, random_start=random_start,
-                    return_trajectory=return_trajectory, log_every=log_every)
+                    momentum_decay=momentum_decay, return_trajectory=return_trajectory,
+                    log_every=log_every)
 
 
 def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
@@ -683,6 +758,7 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
                           attack_purify_steps: Optional[int] = None,
                           max_chain_steps: int = MAX_CHAIN_STEPS,
                           random_start: bool = True,
+                          attack_method: str = "pgd",
                           verify_batch_size: Optional[int] = None,
                           return_trajectory: bool = False,
                           log_every: int = 0) -> AttackResult:
@@ -695,11 +771,15 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
   own predictions are not the defense's, so every still-defended image is verified at every
   evaluation (`verify_all`).
 
-  Args: as `bpda_eot_pgd`, plus attack_purify_steps and max_chain_steps (memory cap).
+  Args: as `bpda_eot_pgd` (attack_method included), plus attack_purify_steps and
+    max_chain_steps (memory cap).
 
   Raises:
     ValueError: as `bpda_eot_pgd`, and for an attack chain longer than max_chain_steps.
   """
+  momentum_decay = attack_method_settings(attack_method, eps_255=eps_255,
+                                          step_size_255=step_size_255, adv_steps=adv_steps,
+                                          random_start=random_start)
   settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
   eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
   eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
@@ -722,7 +802,8 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
                                                    eot_defense_reps),
                     verify_all=chain != settings["num_steps"],
                     verify_batch_size=verify_batch_size, random_start=random_start,
-                    return_trajectory=return_trajectory, log_every=log_every)
+                    momentum_decay=momentum_decay, return_trajectory=return_trajectory,
+                    log_every=log_every)
 
 
 def undefended_pgd(classifier: purify_lib.Classifier,
@@ -734,16 +815,23 @@ def undefended_pgd(classifier: purify_lib.Classifier,
                    step_size_255,
                    adv_steps: int,
                    random_start: bool = True,
+                   attack_method: str = "pgd",
                    return_trajectory: bool = False,
                    log_every: int = 0) -> AttackResult:
-  """The same l_inf PGD on the classifier alone (no purification): the undefended baseline.
+  """The same l_inf attack on the classifier alone (no purification): the undefended baseline.
 
-  Arguments as in `pgd_attack`; `classifier` is a Keras model (training=False) or a callable
-  images -> logits [N, K]. The seed only draws the random start.
+  Arguments as in `pgd_attack`, and attack_method as in `bpda_eot_pgd`; `classifier` is a
+  Keras model (training=False) or a callable images -> logits [N, K]. The seed only draws the
+  random start. Here each method equals its cleverhans.tf2 function (module docstring).
   """
+  momentum_decay = attack_method_settings(attack_method, eps_255=eps_255,
+                                          step_size_255=step_size_255, adv_steps=adv_steps,
+                                          random_start=random_start)
+
   def logits(x, unused_seed):
     return purify_lib.classify(classifier, x)
 
   return pgd_attack(logits, images, labels, seed, eps_255=eps_255, step_size_255=step_size_255,
                     adv_steps=adv_steps, random_start=random_start,
-                    return_trajectory=return_trajectory, log_every=log_every)
+                    momentum_decay=momentum_decay, return_trajectory=return_trajectory,
+                    log_every=log_every)

@@ -1,6 +1,7 @@
 """Tests for ebm_tf.attacks: BPDA gradients, the permanent-break bookkeeping, the eps-ball and
 [-1, 1] at every step, the /255 units, a real attack on an undefended digits classifier, the
-full-gradient chain against closed forms and an independent unrolled chain, and bad arguments.
+attack methods (PGD, BIM, FGM, MIM) against cleverhans' own functions, the full-gradient chain
+against closed forms and an independent unrolled chain, and bad arguments.
 
 A small CNN is trained on sklearn digits (8x8x1) once per test class; the EBM is a tiny random
 `ebm_small`, which is enough for the mechanics of purification."""
@@ -11,6 +12,9 @@ import keras
 import numpy as np
 from absl.testing import parameterized
 from cleverhans.tf2 import utils as cleverhans_utils
+from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 from scipy import stats
 import tensorflow as tf
@@ -103,10 +107,11 @@ class UnitsAndIntervalsTest(tf.test.TestCase, parameterized.TestCase):
       attacks.accuracy_with_ci([1, 0], confidence=1.5)
 
 
-class BookkeepingTest(tf.test.TestCase):
+class BookkeepingTest(tf.test.TestCase, parameterized.TestCase):
   """The protocol's bookkeeping with fake defenses (no networks)."""
 
-  def test_broken_stays_broken_without_verification(self):
+  @parameterized.named_parameters(("pgd", True, None), ("mim", False, 1.0))
+  def test_broken_stays_broken_without_verification(self, random_start, momentum_decay):
     # Call 0 is the natural evaluation, call t + 1 the evaluation at step t. Image 0 is wrong
     # only at t = 1, image 2 only at t = 3, image 1 never.
     schedule = np.zeros([7, 3], bool)
@@ -114,6 +119,7 @@ class BookkeepingTest(tf.test.TestCase):
     schedule[4, 2] = True
     result = attacks.pgd_attack(_ScheduledLogits(schedule), _id_images(3), [0, 0, 0], _SEED,
                                 eps_255=1, step_size_255=0.5, adv_steps=5,
+                                random_start=random_start, momentum_decay=momentum_decay,
                                 return_trajectory=True)
     self.assertAllEqual(result.broken_at, [1, -1, 3])
     self.assertAllClose(result.accuracy_curve, [1, 1, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3])
@@ -193,6 +199,88 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
     # The adversarial images of broken points really fool the classifier.
     adv_pred = np.argmax(self._classifier_logits(result.adversarial_images[result.broken]), -1)
     self.assertTrue(np.all(adv_pred != self.labels[result.broken]))
+
+  @parameterized.named_parameters(
+      # (method, attack settings, cleverhans oracle for nb_iter steps: model, x, eps, eta, y)
+      ("fgm", "fgm", dict(eps_255=32, step_size_255=32, adv_steps=1),
+       lambda m, x, eps, eta, n, y: x if n == 0 else fast_gradient_method(
+           m, x, eps, np.inf, clip_min=-1.0, clip_max=1.0, y=y, sanity_checks=False)),
+      ("bim", "bim", dict(eps_255=32, step_size_255=8, adv_steps=6),
+       lambda m, x, eps, eta, n, y: basic_iterative_method(
+           m, x, eps, eta, n, np.inf, clip_min=-1.0, clip_max=1.0, y=y, sanity_checks=False)),
+      ("pgd_without_random_start", "pgd", dict(eps_255=32, step_size_255=8, adv_steps=6),
+       lambda m, x, eps, eta, n, y: projected_gradient_descent(
+           m, x, eps, eta, n, np.inf, clip_min=-1.0, clip_max=1.0, y=y, rand_init=False,
+           sanity_checks=False)),
+      ("mim", "mim", dict(eps_255=32, step_size_255=8, adv_steps=6),
+       lambda m, x, eps, eta, n, y: momentum_iterative_method(
+           m, x, eps, eta, n, np.inf, clip_min=-1.0, clip_max=1.0, y=y, decay_factor=1.0,
+           sanity_checks=False)),
+  )
+  def test_methods_equal_cleverhans_on_the_undefended_classifier(self, method, settings, oracle):
+    # cleverhans maximises softmax cross-entropy on the logits, as pgd_attack does by default.
+    # Every iterate t is compared with cleverhans' function run for t iterations (float32
+    # rounding of the projection order aside: tolerance 1e-6 on [-1, 1] pixels).
+    x, y = tf.constant(self.images[:40]), tf.constant(self.labels[:40])
+    result = attacks.undefended_pgd(self.classifier, x, y, _SEED, attack_method=method,
+                                    random_start=False, return_trajectory=True, **settings)
+    eps = attacks.to_pixel_units(settings["eps_255"])
+    eta = attacks.to_pixel_units(settings["step_size_255"])
+    model = self._classifier_logits
+    self.assertLen(result.trajectory, settings["adv_steps"] + 1)
+    robust = np.argmax(model(x), -1) == y
+    for t, x_adv in enumerate(result.trajectory):
+      expected = oracle(model, x, eps, eta, t, y)
+      self.assertAllClose(x_adv, expected, atol=1e-6, rtol=0, msg=f"{method} iterate {t}")
+      attacks.check_perturbation(x_adv, x, eps, f"{method} iterate {t}")
+      robust &= np.argmax(model(expected), -1) == y
+    self.assertGreater(np.max(np.abs(result.trajectory[-1] - x)), 0.99 * eps)
+    # Without a defense an image is robust iff the classifier gets every iterate right.
+    self.assertAllEqual(result.robust_correct, robust)
+    self.assertLess(result.robust_accuracy, result.natural_accuracy - 0.1)
+
+  def test_mim_differs_from_bim_and_stays_in_the_ball(self):
+    x, y = self.images[:40], self.labels[:40]
+    kwargs = dict(eps_255=32, step_size_255=8, adv_steps=6, random_start=False,
+                  return_trajectory=True)
+    mim = attacks.undefended_pgd(self.classifier, x, y, _SEED, attack_method="mim", **kwargs)
+    bim = attacks.undefended_pgd(self.classifier, x, y, _SEED, attack_method="bim", **kwargs)
+    eps = attacks.to_pixel_units(32)
+    for t, x_adv in enumerate(mim.trajectory):
+      distance = np.max(np.abs(x_adv - x))
+      self.assertLessEqual(distance, eps + 1e-6, f"iterate {t}")
+      self.assertBetween(float(x_adv.min()), -1.0, 1.0)
+      self.assertBetween(float(x_adv.max()), -1.0, 1.0)
+    # Step 1 is the same sign step; later the accumulated momentum changes the direction.
+    self.assertAllClose(mim.trajectory[1], bim.trajectory[1], atol=1e-6)
+    self.assertGreater(np.mean(np.abs(mim.trajectory[-1] - bim.trajectory[-1]) > 1e-3), 0.01)
+
+  def test_bpda_eot_mim_is_cleverhans_mim_on_the_bpda_model(self):
+    # The defended attack: cleverhans' MIM driven by a BPDAModel whose call i uses the seed of
+    # attack step i (fold_in(fold_in(seed, 2), i)) computes the same iterates.
+    x, y = self.images[:12], self.labels[:12]
+    seed = tf.constant([5, 9], tf.int32)
+    energy = lambda x: 0.005 * tf.reduce_sum(tf.square(x), axis=[1, 2, 3])
+    purify_settings = dict(purify_steps=3, purify_step_size=0.05, purify_temperature=0.01)
+    result = attacks.bpda_eot_pgd(self.classifier, energy, x, y, seed, eps_255=48,
+                                  step_size_255=16, adv_steps=3, eot_attack_reps=2,
+                                  eot_defense_reps=4, attack_method="mim", random_start=False,
+                                  return_trajectory=True, **purify_settings)
+    eps, eta = attacks.to_pixel_units(48), attacks.to_pixel_units(16)
+    fold = tf.random.experimental.stateless_fold_in
+    for t in range(4):
+      model = attacks.BPDAModel(self.classifier, energy, fold(seed, 2), num_steps=3,
+                                step_size=0.05, temperature=0.01, eot_reps=2)
+      expected = momentum_iterative_method(model, tf.constant(x), eps, eta, t, np.inf,
+                                           clip_min=-1.0, clip_max=1.0, y=tf.constant(y),
+                                           sanity_checks=False)
+      self.assertAllClose(result.trajectory[t], expected, atol=1e-5, msg=f"iterate {t}")
+      attacks.check_perturbation(result.trajectory[t], x, eps, f"iterate {t}")
+    # Verification and permanent breaks as for PGD.
+    self.assertAllEqual(result.accuracy_curve, np.sort(result.accuracy_curve)[::-1])
+    self.assertAllEqual(result.broken, result.broken_at >= 0)
+    for b in np.flatnonzero(result.broken):
+      self.assertAllEqual(result.adversarial_images[b], result.trajectory[result.broken_at[b]][b])
 
   def test_bpda_gradient_is_the_classifier_gradient_at_the_purified_images(self):
     x, y = tf.constant(self.images[:6]), tf.constant(self.labels[:6])
@@ -297,6 +385,18 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
       ("labels_wrong_shape", dict(labels=np.zeros((3,), np.int64)), "labels must be integers of "
        "shape [2]"),
       ("bad_seed", dict(seed=[1, 2, 3]), "seed must be an int32/int64 tensor of shape [2]"),
+      ("bad_method", dict(attack_method="cw"),
+       "attack_method must be one of ('pgd', 'bim', 'fgm', 'mim'); got 'cw'"),
+      ("upper_case_method", dict(attack_method="MIM"), "attack_method must be one of"),
+      ("bim_with_random_start", dict(attack_method="bim"),
+       "attack_method 'bim' starts from the clean images"),
+      ("mim_with_random_start", dict(attack_method="mim", random_start=True),
+       "attack_method 'mim' starts from the clean images"),
+      ("fgm_two_steps", dict(attack_method="fgm", random_start=False, adv_steps=2,
+                             step_size_255=8), "it needs adv_steps=1 and step_size_255 = "
+       "eps_255 = 8; got adv_steps=2, step_size_255=8"),
+      ("fgm_small_step", dict(attack_method="fgm", random_start=False),
+       "it needs adv_steps=1 and step_size_255 = eps_255"),
   )
   def test_bad_arguments(self, override, message):
     kwargs = dict(images=self.images[:2], labels=self.labels[:2], seed=_SEED, eps_255=8,
@@ -316,6 +416,12 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "labels must be < num_classes = 3"):
       attacks.pgd_attack(lambda x, s: tf.reshape(x, [-1, 64])[:, :3], self.images[:2], [0, 3],
                          _SEED, eps_255=8, step_size_255=2, adv_steps=1)
+    with self.assertRaisesRegex(ValueError, "momentum_decay must be a finite number >= 0"):
+      attacks.pgd_attack(lambda x, s: x[:, 0, 0, :], self.images[:2], self.labels[:2], _SEED,
+                         eps_255=8, step_size_255=2, adv_steps=1, momentum_decay=-1.0)
+    with self.assertRaisesRegex(ValueError, "attack_method must be one of"):
+      attacks.undefended_pgd(self.classifier, self.images[:2], self.labels[:2], _SEED,
+                             eps_255=8, step_size_255=2, adv_steps=1, attack_method="deepfool")
     with self.assertRaisesRegex(ValueError, "eot_reps must be an integer >= 1"):
       attacks.BPDAModel(self.classifier, self.energy, _SEED, eot_reps=0, **_PURIFY)
     with self.assertRaisesRegex(ValueError, "max_chain_steps=50"):

@@ -4,8 +4,9 @@ The protocol of Hill et al. (2022), spec section 2: a naturally trained classifi
 `ebm_tf.train_classifier` run) is defended by purifying every input with Langevin MCMC on a
 midrun EBM (an `ebm_tf.train` run) and averaging the logits over EOT repeats; it is attacked by
 l_inf PGD with BPDA + EOT gradients (`ebm_tf.attacks.bpda_eot_pgd`), every break confirmed with
-`eot_defense_reps` purifications. Images come from the test split, shuffled with a fixed seed,
-in batches; each (attack seed, batch) is one independent unit of work:
+`eot_defense_reps` purifications (`attack_method` swaps PGD for cleverhans' BIM, FGM or MIM,
+computed in the same loop: `ebm_tf.attacks`). Images come from the test split, shuffled with a
+fixed seed, in batches; each (attack seed, batch) is one independent unit of work:
 
     setup = prepare(DefenseEvalConfig(ebm_dir=..., classifier_dir=..., output_dir=...))
     summary = evaluate(setup)     # writes everything below; resumes where it stopped
@@ -23,8 +24,9 @@ Output directory layout:
                                  compute time.
 
 Curves have adv_steps + 2 entries: [0] natural accuracy (clean images through the defense),
-[t + 1] the fraction of images not broken by evaluation t (t = 0 is the random start, t = n the
-iterate after n PGD steps). With attack 'none' the curve is [natural accuracy].
+[t + 1] the fraction of images not broken by evaluation t (t = 0 is the start point: the random
+start, or the clean images for attack_method 'bim', 'fgm' and 'mim'; t = n the iterate after n
+steps). With attack 'none' the curve is [natural accuracy].
 
 Seeds: batch i of attack seed k uses the stateless seed [k, i] (int32 [2]) for everything
 random in that batch (random start, purification noise), so a batch's result does not depend
@@ -59,6 +61,10 @@ CURVE_FILENAME = "accuracy_curve.png"
 FORMAT_VERSION = 1
 # Config fields that do not change any batch's result (excluded from the resume fingerprint).
 _NOT_IN_FINGERPRINT = ("output_dir", "seeds", "num_images", "log_every")
+# Fields added after batches were first written: left out of the fingerprint while they hold
+# the value that those batches were computed with, so that older output directories resume.
+_FINGERPRINT_ONLY_IF_NOT = {"attack_method": "pgd"}
+ATTACK_METHODS = attacks.ATTACK_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +90,7 @@ class DefenseEvalConfig:
   # Defense and attack.
   defense: str = "purify"
   attack: str = "bpda_eot"
+  attack_method: str = "pgd"  # 'pgd' | 'bim' | 'fgm' | 'mim' (cleverhans' methods, one loop)
   eps_255: float = 8.0
   step_size_255: float = 2.0
   adv_steps: int = 50
@@ -99,7 +106,7 @@ class DefenseEvalConfig:
   seeds: Tuple[int, ...] = (0, 1)
   # Output.
   output_dir: str = ""
-  log_every: int = 10  # PGD evaluations between progress lines inside a batch (0 = none)
+  log_every: int = 10  # attack evaluations between progress lines inside a batch (0 = none)
 
   def __post_init__(self):
     validate(self)
@@ -126,6 +133,8 @@ def validate(config: DefenseEvalConfig) -> None:
   c = config
   _check(c.defense in DEFENSES, f"defense must be one of {DEFENSES}; got {c.defense!r}")
   _check(c.attack in ATTACKS, f"attack must be one of {ATTACKS}; got {c.attack!r}")
+  _check(c.attack_method in ATTACK_METHODS,
+         f"attack_method must be one of {ATTACK_METHODS}; got {c.attack_method!r}")
   _check(c.classifier_which in classifier_lib.WHICH,
          f"classifier_which must be one of {classifier_lib.WHICH}; got {c.classifier_which!r}")
   _check(bool(c.classifier_dir), "classifier_dir is required: the model_dir of an "
@@ -157,6 +166,10 @@ def validate(config: DefenseEvalConfig) -> None:
   _check(len(c.seeds) >= 1 and all(_is_int(s) and 0 <= s < 2**31 for s in c.seeds),
          f"seeds must be a non-empty list of integers in [0, 2^31); got {list(c.seeds)}")
   _check(len(set(c.seeds)) == len(c.seeds), f"seeds must be distinct; got {list(c.seeds)}")
+  if c.effective_attack != "none":
+    attacks.attack_method_settings(c.attack_method, eps_255=c.eps_255,
+                                   step_size_255=c.step_size_255, adv_steps=c.adv_steps,
+                                   random_start=c.random_start)
   if c.effective_attack == "full_gradient":
     chain = c.attack_purify_steps or c.purify_steps
     _check(chain <= c.max_chain_steps,
@@ -374,7 +387,8 @@ def attack_batch(setup: EvalSetup, images: np.ndarray, labels: np.ndarray,
   if kind == "none":
     return _natural_only(setup, images, labels, seed)
   common = dict(eps_255=c.eps_255, step_size_255=c.step_size_255, adv_steps=c.adv_steps,
-                random_start=c.random_start, log_every=c.log_every)
+                random_start=c.random_start, attack_method=c.attack_method,
+                log_every=c.log_every)
   if kind == "pgd":
     return attacks.undefended_pgd(setup.classifier, images, labels, seed, **common)
   defense = dict(purify_steps=c.purify_steps, purify_step_size=c.purify_step_size,
@@ -394,9 +408,13 @@ def attack_batch(setup: EvalSetup, images: np.ndarray, labels: np.ndarray,
 
 
 def fingerprint(setup: EvalSetup) -> Dict[str, Any]:
-  """The settings a batch's result depends on (compared on resume)."""
+  """The settings a batch's result depends on (compared on resume).
+
+  Every config field but `_NOT_IN_FINGERPRINT`, and the models; attack_method only when it is
+  not 'pgd' (batches from before it existed were computed with 'pgd').
+  """
   settings = {k: v for k, v in config_as_dict(setup.config).items()
-              if k not in _NOT_IN_FINGERPRINT}
+              if k not in _NOT_IN_FINGERPRINT and _FINGERPRINT_ONLY_IF_NOT.get(k, object()) != v}
   settings["models"] = setup.models_info
   return json.loads(json.dumps(settings))  # normalised as it reads back from JSON
 
@@ -480,8 +498,8 @@ def summarize_seed(records: Sequence[Mapping[str, Any]], config: DefenseEvalConf
       "seed": int(seed), "num_images": int(natural.size), "num_batches": len(records),
       "natural_accuracy": _accuracy(natural), "robust_accuracy": _accuracy(robust),
       "accuracy_curve": [float(v) for v in curve],
-      "curve_index": "0 = natural accuracy; t + 1 = after PGD evaluation t (t = 0: random "
-                     "start; t = n: after n PGD steps)",
+      "curve_index": "0 = natural accuracy; t + 1 = after attack evaluation t (t = 0: the "
+                     "start point, random or the clean images; t = n: after n steps)",
       "compute_seconds": float(sum(r["seconds"] for r in records)),
       "robust_correct": [bool(v) for v in robust],
       "indices": [int(i) for r in records for i in r["indices"]],
@@ -538,12 +556,12 @@ def plot_accuracy_curves(curves: Mapping[str, Sequence[float]], path: str, *,
   for label, curve in curves.items():
     curve = np.asarray(curve, np.float64)
     longest = max(longest, len(curve))
-    x = np.arange(len(curve)) - 1  # -1: clean images, 0: random start, n: after n PGD steps
+    x = np.arange(len(curve)) - 1  # -1: clean images, 0: start point, n: after n steps
     axes.plot(x, curve, marker="o" if len(curve) < 25 else None, markersize=3, label=label)
   ticks = [t for t in axes.get_xticks() if -1 <= t <= longest - 2 and t == int(t)]
   axes.set_xticks([-1] + [t for t in ticks if t >= 0])
   axes.set_xticklabels(["clean"] + [str(int(t)) for t in ticks if t >= 0])
-  axes.set_xlabel("PGD step (0 = random start)")
+  axes.set_xlabel("attack step (0 = start point)")
   axes.set_ylabel("accuracy (images not yet broken)")
   axes.set_ylim(-0.02, 1.02)
   axes.grid(alpha=0.3)
@@ -638,8 +656,8 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
   run_seconds = []
   for seed, i, part in todo:
     images, labels = setup.images[part], setup.labels[part]
-    logging.info("seed %d batch %d: %d images, attack %s", seed, i, len(labels),
-                 c.effective_attack)
+    logging.info("seed %d batch %d: %d images, attack %s (%s)", seed, i, len(labels),
+                 c.effective_attack, c.attack_method)
     began = time.perf_counter()
     result = attack_batch(setup, images, labels, batch_seed(seed, i))
     seconds = time.perf_counter() - began
@@ -668,6 +686,7 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
   out = {
       "num_images": int(len(setup.labels)), "seeds": list(c.seeds),
       "defense": c.defense, "attack": c.effective_attack,
+      "attack_method": c.attack_method if c.effective_attack != "none" else None,
       **overall,
       "per_seed": [{k: s[k] for k in ("seed", "natural_accuracy", "robust_accuracy",
                                        "accuracy_curve", "compute_seconds")}
@@ -691,7 +710,9 @@ def _title(setup: EvalSetup, summary: Mapping[str, Any]) -> str:
   c = setup.config
   defense = ("no defense" if c.defense == "none" else
              f"purify K={c.purify_steps} eps={c.purify_step_size:g} T={c.purify_temperature:g}")
-  return (f"{defense}; {c.effective_attack} eps={c.eps_255:g}/255 step={c.step_size_255:g}/255"
+  attack = c.effective_attack if c.attack_method == "pgd" else (
+      f"{c.effective_attack} {c.attack_method}")
+  return (f"{defense}; {attack} eps={c.eps_255:g}/255 step={c.step_size_255:g}/255"
           f"\n{summary['num_images']} images")
 
 
@@ -706,7 +727,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   """A few human-readable lines of an `evaluate` summary."""
   def acc(a):
     return f"{a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
-  lines = [f"defense {summary['defense']}, attack {summary['attack']}, "
+  method = f", method {summary['attack_method']}" if summary.get("attack_method") else ""
+  lines = [f"defense {summary['defense']}, attack {summary['attack']}{method}, "
            f"{summary['num_images']} images, seeds {summary['seeds']}"]
   for s in summary["per_seed"]:
     seconds = summaries.format_duration(s["compute_seconds"])

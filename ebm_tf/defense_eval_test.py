@@ -1,10 +1,12 @@
 """Tests of ebm_tf.defense_eval: config checks, image selection, curves, worst case, resume."""
 
 import dataclasses
+import json
 import os
 from unittest import mock
 
 from absl.testing import parameterized
+from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 import numpy as np
 import tensorflow as tf
 
@@ -80,6 +82,14 @@ class ConfigTest(parameterized.TestCase):
       ("bad_dataset", dict(dataset="svhn"), "dataset must be"),
       ("long_full_gradient_chain", dict(attack="full_gradient", purify_steps=100),
        "must be <= max_chain_steps = 50; got 100"),
+      ("bad_attack_method", dict(attack_method="cw"),
+       r"attack_method must be one of \('pgd', 'bim', 'fgm', 'mim'\); got 'cw'"),
+      ("bim_with_random_start", dict(attack_method="bim"),
+       r"attack_method 'bim' starts from the clean images .*--random_start=false"),
+      ("mim_with_random_start", dict(attack_method="mim", defense="none", ebm_dir=""),
+       "attack_method 'mim' starts from the clean images"),
+      ("fgm_with_two_steps", dict(attack_method="fgm", random_start=False),
+       "attack_method 'fgm' is one step of size eps: it needs adv_steps=1"),
   )
   def test_bad_settings_raise(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -91,8 +101,19 @@ class ConfigTest(parameterized.TestCase):
     self.assertEqual(_config(attack="none").effective_attack, "none")
     self.assertEqual(_config().effective_attack, "bpda_eot")
 
+  def test_attack_methods_and_their_settings(self):
+    for method in ("bim", "mim"):
+      self.assertEqual(_config(attack_method=method, random_start=False).attack_method, method)
+    fgm = _config(attack_method="fgm", random_start=False, adv_steps=1, step_size_255=64.0)
+    self.assertEqual(fgm.attack_method, "fgm")
+    # attack 'none' runs no attack: the method's settings are not checked.
+    self.assertEqual(_config(attack="none", attack_method="bim").effective_attack, "none")
+    with self.assertRaisesRegex(ValueError, "attack_method must be one of"):
+      _config(attack="none", attack_method="fgsm")
+
   def test_paper_defaults(self):
     c = Config(ebm_dir="e", classifier_dir="c", output_dir="o")
+    self.assertEqual(c.attack_method, "pgd")
     self.assertEqual((c.num_images, c.batch_size, c.eps_255, c.step_size_255, c.adv_steps,
                       c.eot_attack_reps, c.eot_defense_reps, c.purify_steps,
                       c.purify_step_size, c.purify_temperature, c.split, c.shuffle),
@@ -224,6 +245,58 @@ class EvaluateTest(tf.test.TestCase):
     # Other settings in the same output_dir are refused, naming the change.
     with self.assertRaisesRegex(ValueError, r"other settings \(eps_255: 64.0 -> 32.0"):
       defense_eval.evaluate(self._setup(num_images=8, eps_255=32.0))
+
+  def test_attack_method_reaches_the_attack_and_matches_cleverhans(self):
+    self.output_dir = self.create_tempdir().full_path
+    setup = self._setup(attack_method="mim", random_start=False, eps_255=32.0,
+                        step_size_255=8.0, adv_steps=3)
+    model = lambda images: self.classifier(images, training=False)
+    # The untrained classifier's own predictions as labels: every image starts correct.
+    x = setup.images[:4]
+    y = np.argmax(model(x), -1)
+    with mock.patch.object(attacks, "undefended_pgd", side_effect=attacks.undefended_pgd) as spy:
+      result = defense_eval.attack_batch(setup, x, y, defense_eval.batch_seed(0, 0))
+    self.assertEqual(spy.call_args.kwargs["attack_method"], "mim")
+    self.assertTrue(result.natural_correct.all())
+    # Oracle: cleverhans' MIM on the classifier. An image broken at evaluation t keeps
+    # iterate t; the others end at iterate adv_steps.
+    eps, eta = attacks.to_pixel_units(32.0), attacks.to_pixel_units(8.0)
+    iterates = [momentum_iterative_method(model, tf.constant(x), eps, eta, t, np.inf,
+                                          clip_min=-1.0, clip_max=1.0, y=tf.constant(y),
+                                          sanity_checks=False).numpy() for t in range(4)]
+    for b in range(4):
+      t = result.broken_at[b] if result.broken[b] else 3
+      self.assertAllClose(result.adversarial_images[b], iterates[t][b], atol=1e-6)
+
+  def test_resume_refuses_another_attack_method(self):
+    self.output_dir = self.create_tempdir().full_path
+    pgd = self._setup(num_images=4, seeds=(0,))
+    # Default 'pgd' is left out of the fingerprint: output directories from before
+    # attack_method existed still resume.
+    self.assertNotIn("attack_method", defense_eval.fingerprint(pgd))
+    defense_eval.evaluate(pgd)
+    mim = self._setup(num_images=4, seeds=(0,), attack_method="mim", random_start=False)
+    self.assertEqual(defense_eval.fingerprint(mim)["attack_method"], "mim")
+    with self.assertRaisesRegex(ValueError, r"computed with other settings \(attack_method: "
+                                r"None -> 'mim'; random_start: True -> False"):
+      defense_eval.evaluate(mim)
+
+    self.output_dir = self.create_tempdir().full_path
+    summary = defense_eval.evaluate(self._setup(num_images=4, seeds=(0,), attack_method="mim",
+                                                random_start=False))
+    self.assertEqual(summary["attack_method"], "mim")
+    self.assertEqual(summary["settings"]["attack_method"], "mim")
+    self.assertIn("method mim", defense_eval.format_summary(summary))
+    with open(os.path.join(self.output_dir, "summary.json")) as f:
+      self.assertEqual(json.load(f)["settings"]["attack_method"], "mim")
+    with self.assertRaisesRegex(ValueError, r"other settings \(attack_method: 'mim' -> 'bim'"):
+      defense_eval.evaluate(self._setup(num_images=4, seeds=(0,), attack_method="bim",
+                                        random_start=False))
+    with self.assertRaisesRegex(ValueError, r"other settings \(attack_method: 'mim' -> None"):
+      defense_eval.evaluate(self._setup(num_images=4, seeds=(0,), random_start=False))
+    again = defense_eval.evaluate(self._setup(num_images=4, seeds=(0,), attack_method="mim",
+                                              random_start=False))
+    self.assertEqual(again["batches_reused"], 1)
 
   def test_batches_are_reproducible_and_seeded_per_batch(self):
     self.output_dir = self.create_tempdir().full_path

@@ -104,6 +104,24 @@ class AttackBinaryTest(absltest.TestCase):
     self.assertEqual(again["per_seed"], summary["per_seed"])
     self.assertEqual(again["batches_reused"], 4)
 
+  def test_mim_preset_runs_and_refuses_to_resume_with_another_method(self):
+    out = self.create_tempdir().full_path
+    args = ["--flagfile=flags/defense_digits_mim.cfg", *self.models, f"--output_dir={out}",
+            *_TINY, "--num_images=4", "--seeds=0"]
+    first = _attack(*args)
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    summary = _read(os.path.join(out, "summary.json"))
+    self.assertEqual((summary["attack"], summary["attack_method"]), ("bpda_eot", "mim"))
+    self.assertEqual(summary["settings"]["attack_method"], "mim")
+    self.assertFalse(summary["settings"]["random_start"])
+    self.assertEqual(summary["settings"]["eps_255"], 64.0)  # from flags/defense_digits.cfg
+    self.assertLen(summary["per_seed"][0]["accuracy_curve"], 2 + 2)
+    self.assertIn("method mim", first.stdout)
+    other = _attack(*args, "--attack_method=bim")
+    self.assertNotEqual(other.returncode, 0)
+    self.assertIn("computed with other settings (attack_method: 'mim' -> 'bim'", other.stderr)
+    self.assertNotIn("Traceback", other.stderr)
+
   def test_undefended_classifier_falls_under_the_preset_attack(self):
     out = self.create_tempdir().full_path
     result = _attack("--flagfile=flags/defense_digits.cfg", *self.models, "--defense=none",
