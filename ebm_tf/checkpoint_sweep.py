@@ -30,9 +30,8 @@ def run_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
   """
   state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
   found = []
+  # TF resolves paths recorded relative to the checkpoint directory.
   for path in (state.all_model_checkpoint_paths if state else []):
-    if not os.path.isabs(path):
-      path = os.path.join(model_dir, "checkpoints", path)
     match = re.search(r"ckpt-(\d+)$", path)
     if match and tf.io.gfile.exists(path + ".index"):
       found.append((int(match.group(1)), path))

@@ -33,6 +33,15 @@ class CheckpointSweepTest(tf.test.TestCase):
       checkpoint_sweep.select_checkpoints(self.run_dir, "2,3")
     with self.assertRaisesRegex(ValueError, "'all', 'latest' or comma-separated steps"):
       checkpoint_sweep.select_checkpoints(self.run_dir, "best")
+    # A relative model_dir (as typed on a command line) finds the same checkpoints.
+    cwd = os.getcwd()
+    try:
+      os.chdir(os.path.dirname(self.run_dir))
+      relative = checkpoint_sweep.run_checkpoints(os.path.basename(self.run_dir))
+    finally:
+      os.chdir(cwd)
+    self.assertEqual([s for s, _ in relative], [0, 2, 4])
+    self.assertEqual(relative[0][1], os.path.join("run", "checkpoints", "ckpt-0"))
     with self.assertRaisesRegex(FileNotFoundError, "no checkpoints"):
       checkpoint_sweep.run_checkpoints(self.create_tempdir().full_path)
 

@@ -48,6 +48,7 @@ from ebm_tf import attacks
 from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import data
+from ebm_tf import file_io
 from ebm_tf import models
 from ebm_tf import purify as purify_lib
 from ebm_tf import runs
@@ -424,18 +425,6 @@ def batch_path(output_dir: str, seed: int, batch_index: int) -> str:
   return os.path.join(output_dir, BATCH_DIR, f"seed{seed}_batch{batch_index}.json")
 
 
-def write_json(path: str, values: Mapping[str, Any]) -> str:
-  """Writes `values` as JSON atomically (a temp file in the same folder, then a rename)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  temp = f"{path}.tmp-{os.getpid()}"
-  with open(temp, "w") as f:
-    json.dump(values, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(temp, path)
-  return path
-
-
 def batch_record(seed: int, batch_index: int, indices, labels, result: attacks.AttackResult,
                  seconds: float, settings: Mapping[str, Any]) -> Dict[str, Any]:
   """The JSON record of one finished batch (per-image results; see the module docstring)."""
@@ -662,7 +651,7 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
     result = attack_batch(setup, images, labels, batch_seed(seed, i))
     seconds = time.perf_counter() - began
     record = batch_record(seed, i, setup.indices[part], labels, result, seconds, settings)
-    write_json(batch_path(c.output_dir, seed, i), record)
+    file_io.write_json_atomic(batch_path(c.output_dir, seed, i), record)
     finished[(seed, i)] = record
     run_seconds.append(seconds)
     left = len(todo) - len(run_seconds)
@@ -677,7 +666,7 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
     records = [finished[(s, i)] for s, i, _ in plan if s == seed]
     summary = summarize_seed(records, c, seed)
     seed_summaries.append(summary)
-    write_json(os.path.join(c.output_dir, f"seed{seed}.json"),
+    file_io.write_json_atomic(os.path.join(c.output_dir, f"seed{seed}.json"),
                dict(summary, settings=config_as_dict(c), models=setup.models_info))
     plot_accuracy_curves({f"seed {seed}": summary["accuracy_curve"]},
                          os.path.join(c.output_dir, f"seed{seed}.png"),
@@ -699,7 +688,7 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
       "step_size_pixels": attacks.to_pixel_units(c.step_size_255),
       "device": _device_description(),
   }
-  write_json(os.path.join(c.output_dir, SUMMARY_FILENAME), out)
+  file_io.write_json_atomic(os.path.join(c.output_dir, SUMMARY_FILENAME), out)
   plot_accuracy_curves({f"seed {s['seed']}": s["accuracy_curve"] for s in seed_summaries},
                        os.path.join(c.output_dir, CURVE_FILENAME),
                        title=_title(setup, seed_summaries[0]))

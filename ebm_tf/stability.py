@@ -182,6 +182,8 @@ def plot_curves(curves: Mapping[str, Mapping[str, Any]], path: str, title: str =
       for step in (marks or {}).get(label, ()):
         ax.axvline(step, color=color, linestyle=":", linewidth=0.8)
   for ax, (key, name) in zip(axes, _PANELS):
+    if key == "energy_z":  # A diverging chain's energy spans orders of magnitude.
+      ax.set_yscale("symlog", linthresh=1)
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlim(left=0)
     ax.set_xlabel("Langevin steps")
