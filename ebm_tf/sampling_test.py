@@ -17,14 +17,15 @@ from ebm_tf import testing_runs
 
 @functools.lru_cache(maxsize=None)
 def _tiny_runs():
-  """Three tiny real runs, trained once per process: shortrun (coop_persistent), prior, correction."""
+  """Three run directories (untrained networks, real layout): shortrun (coop_persistent, with a
+  generator and a bank), longrun prior and longrun correction (data_persistent, tau)."""
   base = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
-  shortrun = testing_runs.train_tiny_run(os.path.join(base, "shortrun"))
-  prior = testing_runs.train_tiny_run(os.path.join(base, "prior"), mcmc_init="data_persistent", tau=0.15,
-                 epsilon=1e-2)
-  correction = testing_runs.train_tiny_run(os.path.join(base, "correction"), mcmc_init="data_persistent", tau=0.15,
-                      epsilon=1e-2, prior_model_dir=prior, prior_temp=2e-4, burnin_size=8,
-                      burnin_steps=2, graduation_draws=2)
+  shortrun = testing_runs.write_run(os.path.join(base, "shortrun"))
+  prior = testing_runs.write_run(os.path.join(base, "prior"), seed=1,
+                                 mcmc_init="data_persistent", tau=0.15, epsilon=1e-2)
+  correction = testing_runs.write_run(os.path.join(base, "correction"), seed=2,
+                                      mcmc_init="data_persistent", tau=0.15, epsilon=1e-2,
+                                      prior_model_dir=prior, prior_temp=2e-4)
   return shortrun, prior, correction
 
 
