@@ -1,4 +1,4 @@
-"""Input pipelines: image datasets as float32 NHWC in [-1, 1], never downloaded at run time.
+"""Input pipelines: image datasets as float32 NHWC in [-1, 1], 2-D toy points; no downloads.
 
 Datasets (`name`):
   'digits'         sklearn's bundled 8x8x1 digits (1,797 images, values 0..16 -> x/8 - 1);
@@ -17,8 +17,17 @@ Datasets (`name`):
                    (default 32), a pure function of (seed, index); 1,024 'train' / 256 'test'
                    examples; label 0. For smoke tests of the big presets.
 
+  'toy_<name>'     points in R^2 from the exact sampler of `toy_densities.get_toy(<name>)`, for
+                   every name in toy_densities.TOY_NAMES (`TOY_DATASETS`: toy_eight_gaussians,
+                   toy_two_rings, toy_checkerboard, toy_checkerboard_smooth); 10,000 'train' /
+                   2,000 'test' points, each split a fixed pure function of the toy's stateless
+                   sampler (the same points in every run, train and test independent); label 0.
+
 Every element is a dict {'image': float32 [H, W, C] in [-1, 1], 'label': int64 scalar}; the label
-is 0 for datasets without labels (celeb_a, synthetic). uint8 pixels map to 2 * x / 255 - 1.
+is 0 for datasets without labels (celeb_a, synthetic, toys). uint8 pixels map to 2 * x / 255 - 1.
+The [-1, 1] convention is for images only: a toy element's 'image' is a float32 point [2] in the
+toy's own coordinates (about [-3, 3]^2, see `ToyDensity.bounds`), never scaled or clipped, so that
+the exact density scores samples in the same coordinates the EBM is trained on.
 
 The tfds datasets are read with `tfds.builder(name, data_dir=data_dir)` from an already
 prepared data_dir; when it is not prepared, `DatasetNotPreparedError` is raised at once, with
@@ -32,6 +41,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ebm_tf import fashion_mnist_idx
+from ebm_tf import toy_densities
 
 _NATIVE_SHAPES = {
     "digits": (8, 8, 1),
@@ -43,7 +53,9 @@ _NATIVE_SHAPES = {
 _RESIZED = {"celeb_a": (64, 3), "imagenet2012": (128, 3), "synthetic": (32, 3)}
 _NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
                 "imagenet2012": 1000, "celeb_a": 1, "synthetic": 1}
-DATASETS = tuple(sorted(_NUM_CLASSES))
+DATASETS = tuple(sorted(_NUM_CLASSES))  # The image datasets.
+_TOY_PREFIX = "toy_"
+TOY_DATASETS = tuple(_TOY_PREFIX + name for name in toy_densities.TOY_NAMES)
 _RANDOM_CROP_DATASETS = ("cifar10", "imagenet2012")
 
 _DIGITS_NUM_TEST = 297
@@ -51,6 +63,10 @@ _DIGITS_SPLIT_SEED = 0
 _SYNTHETIC_SIZES = {"train": 1024, "test": 256}
 _SYNTHETIC_SALT = {"train": 1, "test": 2}
 _CIFAR10_PAD = 4
+_TOY_SIZES = {"train": 10_000, "test": 2_000}
+# Each toy split is toy.sample([_TOY_CONTENT_SEED, salt], n): fixed data, independent splits.
+_TOY_CONTENT_SEED = 20220525
+_TOY_SALT = {"train": 1, "test": 2}
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -63,8 +79,25 @@ def default_data_dir():
 
 
 def _check_name(name):
-  if name not in _NUM_CLASSES:
-    raise ValueError(f"dataset name must be one of {list(DATASETS)}; got {name!r}")
+  if name not in _NUM_CLASSES and name not in TOY_DATASETS:
+    raise ValueError(f"dataset name must be one of {list(DATASETS + TOY_DATASETS)}; "
+                     f"got {name!r}")
+
+
+def is_toy(name):
+  """True for the 2-D toy datasets (`TOY_DATASETS`), whose elements are points [2], not images."""
+  return isinstance(name, str) and name in TOY_DATASETS
+
+
+def toy_density(name):
+  """The exact `toy_densities.ToyDensity` behind toy dataset `name` (e.g. 'toy_two_rings').
+
+  Raises:
+    ValueError: `name` is not one of `TOY_DATASETS`.
+  """
+  if not is_toy(name):
+    raise ValueError(f"toy dataset name must be one of {list(TOY_DATASETS)}; got {name!r}")
+  return toy_densities.get_toy(name[len(_TOY_PREFIX):])
 
 
 def _check_image_size(image_size):
@@ -75,20 +108,25 @@ def _check_image_size(image_size):
 
 
 def image_shape(name, image_size=None):
-  """Returns the (H, W, C) of the images `load_split(name, ..., image_size=image_size)` yields.
+  """Returns the per-example shape `load_split(name, ..., image_size=image_size)` yields.
 
   Args:
-    name: a dataset name from `DATASETS`.
+    name: a dataset name from `DATASETS` or `TOY_DATASETS`.
     image_size: None for the dataset's default (native size, or 64 for celeb_a, 128 for
       imagenet2012, 32 for synthetic); otherwise the side of the square output. For the
       fixed-size datasets (digits, mnist, fashion_mnist, cifar10) a size other than the native
-      one resizes the images bilinearly (e.g. 16 for 16x16 digits).
+      one resizes the images bilinearly (e.g. 16 for 16x16 digits). Must be None for toys.
 
   Returns:
-    A tuple of three Python ints.
+    A tuple of Python ints: (H, W, C) for images, (2,) for the 2-D toys.
   """
   _check_name(name)
   _check_image_size(image_size)
+  if is_toy(name):
+    if image_size is not None:
+      raise ValueError(f"image_size must be None for the 2-D toy dataset {name!r} (points of "
+                       f"shape [2]); got {image_size!r}")
+    return (2,)
   if name in _NATIVE_SHAPES:
     h, w, c = _NATIVE_SHAPES[name]
     return (h, w, c) if image_size is None else (int(image_size), int(image_size), c)
@@ -100,7 +138,7 @@ def image_shape(name, image_size=None):
 def num_classes(name):
   """Returns the number of label classes of `name`; 1 for datasets without labels (label 0)."""
   _check_name(name)
-  return _NUM_CLASSES[name]
+  return 1 if is_toy(name) else _NUM_CLASSES[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +334,14 @@ def _make_source(name, split, data_dir, image_size, random_crop, seed):
   out_shape = image_shape(name, image_size)
   label0 = tf.constant(0, tf.int64)
 
+  if is_toy(name):
+    _check_split(name, split, tuple(_TOY_SIZES))
+    points = toy_density(name).sample(tf.constant([_TOY_CONTENT_SEED, _TOY_SALT[split]],
+                                                  tf.int64), _TOY_SIZES[split])
+    raw = tf.data.Dataset.from_tensor_slices(
+        {"image": points, "label": tf.zeros([_TOY_SIZES[split]], tf.int64)})
+    return raw, lambda ex, unused_seed: ex
+
   if name == "digits":
     _check_split(name, split, ("train", "test"))
     images, labels = _load_digits_arrays(split)
@@ -359,10 +405,11 @@ def load_split(name, split, *, data_dir=None, image_size=None, random_crop=False
   """One split as a tf.data.Dataset of unbatched elements, in a fixed order, not repeated.
 
   Args:
-    name: a dataset name from `DATASETS`.
-    split: 'train' or 'test' for digits and synthetic (and fashion_mnist); any tfds split
+    name: a dataset name from `DATASETS` or `TOY_DATASETS`.
+    split: 'train' or 'test' for digits, synthetic, the toys (and fashion_mnist); any tfds split
       string of the dataset otherwise (e.g. 'validation', 'train[:10%]').
-    data_dir: tfds data directory (default `default_data_dir()`); unused by digits/synthetic.
+    data_dir: tfds data directory (default `default_data_dir()`); unused by digits, synthetic
+      and the toys.
     image_size: see `image_shape`.
     random_crop: random-crop augmentation (cifar10: pad-4 crop + flip; imagenet2012: shorter
       side resize + random square crop); needs `seed`.
@@ -371,7 +418,8 @@ def load_split(name, split, *, data_dir=None, image_size=None, random_crop=False
 
   Returns:
     tf.data.Dataset of {'image': float32 [H, W, C] in [-1, 1], 'label': int64 []}, with
-    (H, W, C) = image_shape(name, image_size).
+    (H, W, C) = image_shape(name, image_size); for a toy, 'image' is a float32 point [2] in the
+    toy's coordinates (not scaled to [-1, 1]) and the label 0.
 
   Raises:
     ValueError: unknown name or split, bad image_size, random_crop without a seed or for a
@@ -395,7 +443,7 @@ def make_train_dataset(name, *, batch_size_per_replica, data_dir=None, image_siz
   The example order is reshuffled every epoch; everything is a function of `seed`.
 
   Args:
-    name: a dataset name from `DATASETS`.
+    name: a dataset name from `DATASETS` or `TOY_DATASETS`.
     batch_size_per_replica: positive int; batches are of exactly this size
       (drop_remainder=True, so the batch dimension is static).
     data_dir, image_size, random_crop, split: as in `load_split`.
@@ -405,7 +453,8 @@ def make_train_dataset(name, *, batch_size_per_replica, data_dir=None, image_siz
 
   Returns:
     An infinite tf.data.Dataset of {'image': float32 [batch_size_per_replica, H, W, C] in
-    [-1, 1], 'label': int64 [batch_size_per_replica]}.
+    [-1, 1] (toys: [batch_size_per_replica, 2] points, unscaled), 'label': int64
+    [batch_size_per_replica]}.
 
   Raises:
     ValueError: bad arguments, or a shard with no examples.
@@ -439,7 +488,8 @@ def load_array(name, split, *, max_examples=None, data_dir=None, image_size=None
     max_examples: keep the first max_examples elements (None: all).
 
   Returns:
-    (images np.float32 [N, H, W, C] in [-1, 1], labels np.int64 [N]).
+    (images np.float32 [N, H, W, C] in [-1, 1] (toys: points [N, 2], unscaled), labels np.int64
+    [N]).
   """
   if max_examples is not None and (isinstance(max_examples, bool) or
                                    not isinstance(max_examples, (int, np.integer)) or
@@ -479,14 +529,14 @@ def prepare_dataset(name, *, data_dir=None, manual_dir=None):
   fashion_mnist: offline from IDX files (manual_dir default: the Debian package's folder).
   mnist, cifar10, celeb_a, imagenet2012: the stock tfds builder; with manual_dir it reads the
   original archive files from there, otherwise it downloads them (needs internet).
-  digits, synthetic: nothing to prepare.
+  digits, synthetic and the toys: nothing to prepare.
 
   Returns:
-    The prepared tfds builder, or None for digits/synthetic.
+    The prepared tfds builder, or None for digits/synthetic/toys.
   """
   _check_name(name)
   data_dir = default_data_dir() if data_dir is None else os.path.expanduser(data_dir)
-  if name in ("digits", "synthetic"):
+  if name in ("digits", "synthetic") or is_toy(name):
     return None
   if name == "fashion_mnist":
     return prepare_fashion_mnist(data_dir, manual_dir or fashion_mnist_idx.DEFAULT_MANUAL_DIR)

@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from ebm_tf import data
 from ebm_tf import fashion_mnist_idx
+from ebm_tf import toy_densities
 
 
 def _tmpdir(test_case):
@@ -180,6 +181,88 @@ class SyntheticTest(tf.test.TestCase):
     self.assertNotAllClose(reseeded["image"], x[0])
     ds = data.make_train_dataset("synthetic", batch_size_per_replica=8, image_size=64)
     self.assertEqual(next(iter(ds))["image"].shape, (8, 64, 64, 3))
+
+
+class ToyTest(tf.test.TestCase, parameterized.TestCase):
+  """The 2-D toys as datasets: points [2] from the exact samplers, unscaled, fixed splits."""
+
+  def test_names_shapes_and_errors(self):
+    self.assertEqual(data.TOY_DATASETS,
+                     tuple("toy_" + name for name in toy_densities.TOY_NAMES))
+    self.assertIn("toy_eight_gaussians", data.TOY_DATASETS)
+    self.assertNotIn("toy_eight_gaussians", data.DATASETS)  # DATASETS lists the image datasets.
+    self.assertEqual(data.image_shape("toy_two_rings"), (2,))
+    self.assertEqual(data.num_classes("toy_checkerboard"), 1)
+    self.assertTrue(data.is_toy("toy_checkerboard") and not data.is_toy("digits"))
+    self.assertEqual(data.toy_density("toy_two_rings").name, "two_rings")
+    self.assertIsNone(data.prepare_dataset("toy_eight_gaussians"))
+    with self.assertRaisesRegex(ValueError, "image_size must be None.*toy_two_rings.*got 16"):
+      data.image_shape("toy_two_rings", 16)
+    with self.assertRaisesRegex(ValueError, "split for dataset 'toy_two_rings' must be one of "
+                                r"\['train', 'test'\]; got 'validation'"):
+      data.load_split("toy_two_rings", "validation")
+    with self.assertRaisesRegex(ValueError, "dataset name must be one of.*toy_two_rings.*"
+                                "got 'toy_moons'"):
+      data.image_shape("toy_moons")
+    with self.assertRaisesRegex(ValueError, "toy dataset name must be one of.*got 'digits'"):
+      data.toy_density("digits")
+    with self.assertRaisesRegex(ValueError, "random_crop=True is defined for"):
+      data.load_split("toy_two_rings", "train", random_crop=True, seed=0)
+
+  def test_elements_sizes_and_fixed_independent_splits(self):
+    ds = data.load_split("toy_eight_gaussians", "train")
+    self.assertEqual(ds.element_spec["image"], tf.TensorSpec([2], tf.float32))
+    self.assertEqual(ds.element_spec["label"], tf.TensorSpec([], tf.int64))
+    x, y = data.load_array("toy_eight_gaussians", "train")
+    test, test_y = data.load_array("toy_eight_gaussians", "test")
+    self.assertEqual((x.shape, x.dtype, y.dtype), ((10_000, 2), np.float32, np.int64))
+    self.assertEqual(test.shape, (2_000, 2))
+    self.assertAllEqual(y, np.zeros(10_000))
+    self.assertAllEqual(test_y, np.zeros(2_000))
+    self.assertAllEqual(data.load_array("toy_eight_gaussians", "train")[0], x)  # Fixed data.
+    self.assertAllEqual(data.load_array("toy_eight_gaussians", "test", max_examples=7)[0],
+                        test[:7])
+    # Train and test are independent draws: no point is shared.
+    shared = set(map(tuple, x.tolist())) & set(map(tuple, test.tolist()))
+    self.assertEmpty(shared)
+
+  def test_points_follow_the_toy_and_are_not_scaled(self):
+    # Eight Gaussians (radius 2, std 0.2): the distance to the nearest centre is Rayleigh(0.2),
+    # mean 0.2 sqrt(pi / 2); each centre holds 1/8 of the points; nothing is clipped to [-1, 1].
+    x, _ = data.load_array("toy_eight_gaussians", "train")
+    angles = 2.0 * np.pi * np.arange(8) / 8.0
+    centers = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    dist = np.linalg.norm(x[:, None, :] - centers[None], axis=-1)
+    nearest = dist.argmin(axis=1)
+    rayleigh_sd = 0.2 * np.sqrt((4.0 - np.pi) / 2.0)
+    self.assertAllClose(dist.min(axis=1).mean(), 0.2 * np.sqrt(np.pi / 2.0),
+                        atol=5 * rayleigh_sd / np.sqrt(len(x)))
+    freq = np.bincount(nearest, minlength=8) / len(x)
+    self.assertAllClose(freq, np.full(8, 1 / 8), atol=5 * np.sqrt(1 / 8 * 7 / 8 / len(x)))
+    self.assertGreater(np.abs(x).max(), 2.2)
+    # Two rings (radii 1 and 2, std 0.1, equal weights).
+    r = np.linalg.norm(data.load_array("toy_two_rings", "test")[0], axis=1)
+    inner = r < 1.5
+    self.assertAllClose(inner.mean(), 0.5, atol=5 * np.sqrt(0.25 / len(r)))
+    self.assertAllClose(r[inner].mean(), 1.0, atol=0.02)
+    self.assertAllClose(r[~inner].mean(), 2.0, atol=0.02)
+    # Checkerboard: every point lies on a black square (finite exact log-density).
+    board = data.load_array("toy_checkerboard", "test")[0]
+    cells = np.floor(board + 2.0)
+    self.assertTrue(np.all((cells >= 0) & (cells <= 3)))
+    self.assertTrue(np.all(cells.sum(axis=1) % 2 == 0))
+
+  def test_train_dataset_batches_points(self):
+    ds = data.make_train_dataset("toy_two_rings", batch_size_per_replica=64, seed=3)
+    batches = [b["image"].numpy() for b in ds.take(3)]
+    self.assertEqual(batches[0].shape, (64, 2))
+    self.assertEqual(next(iter(ds))["label"].dtype, tf.int64)
+    again = next(iter(data.make_train_dataset("toy_two_rings", batch_size_per_replica=64,
+                                              seed=3)))
+    self.assertAllEqual(again["image"], batches[0])
+    train = set(map(tuple, data.load_array("toy_two_rings", "train")[0].tolist()))
+    self.assertTrue(all(tuple(p) in train for b in batches for p in b.tolist()))
+    self.assertGreater(max(np.abs(b).max() for b in batches), 1.5)
 
 
 class NotPreparedTest(tf.test.TestCase, parameterized.TestCase):

@@ -30,6 +30,7 @@ from ebm_tf import langevin
 from ebm_tf import models
 from ebm_tf import runs
 from ebm_tf import summaries
+from ebm_tf import toy_eval
 
 # Stream ids folded into the run seed: one independent random stream per purpose.
 (_DRAW, _DATA_NOISE, _FRESH, _LATENT, _LANGEVIN, _BANK_INIT, _EVAL, _BURN_DRAW, _BURN_FRESH,
@@ -115,6 +116,10 @@ class Trainer:
     strategy: a tf.distribute strategy; default `distribute.make_strategy(config.strategy, ...)`.
     dataset_fn: optional `fn(input_context) -> tf.data.Dataset` of per-replica batches of
       `{'image': [B, H, W, C] float32 in [-1, 1], ...}`, replacing the config's dataset (tests).
+
+  Rank-1 data (the 2-D toys, `{'image': [B, 2]}` in the toy's own coordinates) trains through
+  the same step; only the sample pictures differ (`_write_points`: scatter plots, no
+  TensorBoard image). Nothing on the training path clips states to [-1, 1].
   """
 
   def __init__(self, config: config_lib.TrainConfig,
@@ -426,7 +431,8 @@ class Trainer:
   # -- samples for grids --------------------------------------------------------------------
   def sample_grids(self, num_images: int) -> Dict[str, np.ndarray]:
     """Images for the grids: bank states, raw generator samples, and fresh chains run
-    `eval_mcmc_steps` (default mcmc_steps) from the init source. Each [N, H, W, C] in R."""
+    `eval_mcmc_steps` (default mcmc_steps) from the init source. Each [N, H, W, C] in R
+    ([N, D] for rank-1 data)."""
     c = self.config
     grids = {}
     seed = _fold(self._seed, _EVAL, self.step)
@@ -552,9 +558,20 @@ class Trainer:
       return
     grids = self.sample_grids(self.config.num_grid_images)
     for name, images in grids.items():
+      path = os.path.join(self.config.model_dir, "samples", f"{name}_{step:07d}.png")
+      if len(self.image_shape) == 1:
+        self._write_points(images, path, f"{name}, step {step}")
+        continue
       writer.images(step, f"images/{name}", images)
-      summaries.save_image_grid(images, os.path.join(self.config.model_dir, "samples",
-                                                     f"{name}_{step:07d}.png"))
+      summaries.save_image_grid(images, path)
+
+  # -- rank-1 (non-image) data, e.g. the 2-D toys ---------------------------------------------
+  def _write_points(self, points: np.ndarray, path: str, title: str) -> None:
+    """Rank-1 samples [N, D]: a scatter plot PNG of the first two coordinates instead of an
+    image grid, and no TensorBoard image."""
+    c = self.config
+    bounds = data.toy_density(c.dataset).bounds if data.is_toy(c.dataset) else None
+    toy_eval.save_scatter_plot(points[:, :2], path, bounds=bounds, title=title)
 
 
 def _expand(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,386 @@
+"""Exact-density evaluation of Langevin chains on the 2-D toys: does a model stay on the data?
+
+A valid ("longrun") EBM keeps chains on the data density when they run 10-100x longer than the
+chains it was trained with; a shortrun EBM's samples drift away (paper spec 1a, 3c). On a 2-D toy
+the data density is known exactly, so the drift is measured exactly: chains start from `x_init`,
+run through the project's one sampler (`ebm_tf.langevin.make_sampler`), and at each recorded
+step their histogram is compared with the exact bin masses (`toy_densities.histogram_distances`:
+total variation and KL of the binned laws).
+
+    curve = chain_distance_curve(energy_fn, toy, x_init, seed, [0, 100, 1000, 10000],
+                                 step_size=0.05, temperature=1.0, bins=25)
+    plot_distance_curves({"longrun": curve}, "curves.png", reference=iid_reference(toy, n, seed))
+
+Every function is a pure function of its arguments (stateless seeds); nothing runs at import.
+"""
+
+import json
+import math
+import os
+import uuid
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from ebm_tf import langevin
+from ebm_tf import toy_densities
+
+
+def _check_record_steps(record_steps) -> List[int]:
+  try:
+    steps = list(record_steps)
+  except TypeError:
+    steps = None
+  if (not steps or any(isinstance(s, bool) or not isinstance(s, (int, np.integer))
+                       for s in steps)):
+    raise ValueError("record_steps must be a non-empty sequence of ints >= 0 in strictly "
+                     f"increasing order, e.g. [0, 100, 1000]; got {record_steps!r}")
+  steps = [int(s) for s in steps]
+  if steps[0] < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+    raise ValueError("record_steps must be ints >= 0 in strictly increasing order, e.g. "
+                     f"[0, 100, 1000]; got {steps}")
+  return steps
+
+
+def _check_points(x, name: str) -> np.ndarray:
+  if isinstance(x, (tf.Tensor, tf.Variable)):
+    x = x.numpy()
+  x = np.asarray(x)
+  if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] < 1 or not np.issubdtype(x.dtype, np.floating):
+    raise ValueError(f"{name} must be a float array of shape [N, 2] with N >= 1 (2-D points); "
+                     f"got {x.dtype} of shape {list(x.shape)}")
+  return x
+
+
+def _check_seed(seed) -> tf.Tensor:
+  seed = tf.convert_to_tensor(seed)
+  if not seed.dtype.is_integer or seed.shape != (2,):
+    raise ValueError(f"seed must be an int32/int64 tensor of shape [2]; got {seed.dtype.name} "
+                     f"of shape {seed.shape}")
+  return seed if seed.dtype in (tf.int32, tf.int64) else tf.cast(seed, tf.int64)
+
+
+def _window(toy: toy_densities.ToyDensity, bounds) -> np.ndarray:
+  b = np.asarray(toy.bounds if bounds is None else bounds, np.float64)
+  if b.shape != (2, 2) or not np.all(np.isfinite(b)) or not np.all(b[:, 1] > b[:, 0]):
+    raise ValueError(f"bounds must be ((x_min, x_max), (y_min, y_max)) with min < max; got "
+                     f"{bounds!r}")
+  return b
+
+
+def chain_states(energy_fn: Callable[[tf.Tensor], tf.Tensor], x_init, seed,
+                 record_steps: Sequence[int], *, step_size: float, temperature: float = 1.0,
+                 tau: Optional[float] = None, jit_compile: bool = False
+                 ) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+  """Runs Langevin chains from `x_init` and yields their states at each recorded step.
+
+  The chains run in segments between successive boundaries 0 = s_0 < s_1 < ... (the positive
+  entries of `record_steps`); segment j (from s_j to s_{j+1}) is one call of a
+  `langevin.make_sampler` function with seed `stateless_fold_in(seed, j)` (cast to int32). A chain whose state
+  became non-finite (a diverging energy) is frozen there and reported as it is.
+
+  Args:
+    energy_fn: points float32 [B, 2] -> energies [B] (e.g. `models.energy_fn(ebm)` or
+      `toy.energy`).
+    x_init: float [N, 2], the chains' initial states (finite).
+    seed: int32/int64 [2] stateless seed.
+    record_steps: ints >= 0, strictly increasing; 0 records `x_init` itself.
+    step_size: Langevin eps > 0 (drift eps^2/2 grad U, noise eps).
+    temperature: T > 0, U = E / T.
+    tau: optional std of the Gaussian term ||x||^2 / (2 tau^2) in U (None: off).
+    jit_compile: XLA-compile the sampler.
+
+  Yields:
+    (step, states np.float32 [N, 2], energies np.float32 [N]): raw E (not divided by T) at the
+    states; NaN for non-finite states.
+
+  Raises:
+    ValueError: bad record_steps (empty, negative, not strictly increasing, not ints), x_init
+      not [N, 2] floats or not finite, a bad seed.
+  """
+  steps = _check_record_steps(record_steps)
+  x = _check_points(x_init, "x_init").astype(np.float32)
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"x_init must be finite; got {int((~np.isfinite(x)).any(axis=1).sum())} "
+                     "rows with NaN/inf")
+  seed = _check_seed(seed)
+  fixed = {} if tau is None else {"tau": float(tau)}
+  sampler = langevin.make_sampler(energy_fn, (2,), jit_compile=jit_compile, **fixed)
+  energy = tf.function(lambda points: tf.cast(energy_fn(points), tf.float32))
+  energies = np.asarray(energy(tf.constant(x)), np.float32)
+  done = 0
+  segment = 0
+  for step in steps:
+    if step > done:
+      live = np.all(np.isfinite(x), axis=1)
+      if live.any():
+        result = sampler(tf.constant(x[live]),
+                         tf.cast(tf.random.experimental.stateless_fold_in(seed, segment),
+                                 tf.int32),
+                         tf.constant(step - done, tf.int32), tf.constant(step_size, tf.float32),
+                         tf.constant(temperature, tf.float32))
+        x = x.copy()
+        x[live] = result.samples.numpy()
+        energies = np.full(len(x), np.nan, np.float32)
+        energies[live] = result.energies.numpy()
+      energies = np.where(np.all(np.isfinite(x), axis=1), energies, np.nan).astype(np.float32)
+      segment += 1
+      done = step
+    yield step, x, energies
+
+
+def chain_distance_curve(energy_fn: Callable[[tf.Tensor], tf.Tensor],
+                         toy: toy_densities.ToyDensity, x_init, seed,
+                         record_steps: Sequence[int], *, step_size: float, temperature: float,
+                         bins: int = 50, tau: Optional[float] = None, bounds=None,
+                         jit_compile: bool = False) -> List[Dict[str, float]]:
+  """Exact distances of Langevin chains to `toy` at each recorded step.
+
+  Args:
+    energy_fn, x_init, seed, record_steps, step_size, temperature, tau, jit_compile: as in
+      `chain_states`.
+    toy: the data density, a `toy_densities.ToyDensity`.
+    bins: histogram bins per axis (`histogram_distances`).
+    bounds: the histogram window ((x_min, x_max), (y_min, y_max)); default `toy.bounds`.
+
+  Returns:
+    One JSON-friendly dict per recorded step, in order:
+      step: int; tv: float in [0, 1] and kl: float >= 0 (nats, inf when samples sit where the
+      exact bin mass is 0), the `histogram_distances` of the N states (non-finite states count
+      in the "outside" bin); mean_energy: mean raw E over the finite states (NaN if none);
+      frac_outside_bounds: fraction of states outside `bounds` or non-finite; frac_nonfinite:
+      fraction of non-finite states.
+    Both distances carry an upward sampling bias; compare with `iid_reference(toy, N, ...)`.
+  """
+  return chain_distance_curves(energy_fn, toy, {"x": x_init}, seed, record_steps,
+                               step_size=step_size, temperature=temperature, bins=bins,
+                               tau=tau, bounds=bounds, jit_compile=jit_compile)["x"]
+
+
+def chain_distance_curves(energy_fn: Callable[[tf.Tensor], tf.Tensor],
+                          toy: toy_densities.ToyDensity, x_inits: Mapping[str, object], seed,
+                          record_steps: Sequence[int], *, step_size: float, temperature: float,
+                          bins: int = 50, tau: Optional[float] = None, bounds=None,
+                          jit_compile: bool = False) -> Dict[str, List[Dict[str, float]]]:
+  """`chain_distance_curve` for several groups of chains run as one batch (one sampler call per
+  segment: cheaper than one call per group on small models).
+
+  Args:
+    x_inits: group name -> float [N_g, 2] initial states; the groups are concatenated in the
+      mapping's order into one [sum N_g, 2] batch for `chain_states`, so a single group gives
+      exactly `chain_distance_curve`.
+    Others: as in `chain_distance_curve`.
+
+  Returns:
+    group name -> that group's curve (see `chain_distance_curve`).
+  """
+  if not isinstance(toy, toy_densities.ToyDensity):
+    raise ValueError(f"toy must be a toy_densities.ToyDensity (see get_toy); got {toy!r}")
+  if not isinstance(x_inits, Mapping) or not x_inits:
+    raise ValueError(f"x_inits must be a non-empty dict of name -> [N, 2] points; got "
+                     f"{type(x_inits).__name__}")
+  names = list(x_inits)
+  groups = [_check_points(x_inits[name], "x_init" if names == ["x"] else f"x_inits[{name!r}]")
+            for name in names]
+  offsets = np.cumsum([0] + [len(g) for g in groups])
+  window = _window(toy, bounds)
+  curves = {name: [] for name in names}
+  for step, all_states, all_energies in chain_states(
+      energy_fn, np.concatenate(groups).astype(np.float32), seed, record_steps,
+      step_size=step_size, temperature=temperature, tau=tau, jit_compile=jit_compile):
+    for i, name in enumerate(names):
+      states = all_states[offsets[i]:offsets[i + 1]]
+      energies = all_energies[offsets[i]:offsets[i + 1]]
+      finite = np.all(np.isfinite(states), axis=1)
+      # histogram_distances rejects NaN; +inf lands in its "outside" bin.
+      scored = np.where(finite[:, None], states, np.inf)
+      distances = toy_densities.histogram_distances(scored, toy, bins=bins, bounds=window)
+      inside = finite & np.all((states >= window[:, 0]) & (states <= window[:, 1]), axis=1)
+      curves[name].append({
+          "step": int(step), "tv": distances["tv"], "kl": distances["kl"],
+          "mean_energy": float(np.mean(energies[finite])) if finite.any() else math.nan,
+          "frac_outside_bounds": float(1.0 - inside.mean()),
+          "frac_nonfinite": float(1.0 - finite.mean()),
+      })
+  return curves
+
+
+def expected_iid_tv_bound(toy: toy_densities.ToyDensity, n: int, bins: int = 50,
+                          bounds=None) -> float:
+  """An upper bound on E[tv] of `histogram_distances` for n i.i.d. exact samples.
+
+  With q the frequencies of n i.i.d. draws from bin masses p (plus the outside bin),
+  E|q_i - p_i| <= sqrt(p_i (1 - p_i) / n) (Jensen), so E[tv] <= 0.5 sum_i sqrt(p_i (1 - p_i) / n).
+  TV moves by at most 1/n when one sample moves, so (McDiarmid)
+  P(tv > E[tv] + t) <= exp(-2 n t^2): e.g. t = 0.05 at n = 2000 has probability < 5e-5.
+
+  Returns:
+    float, the bound on the expected TV.
+  """
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"n must be a positive int; got {n!r}")
+  probs, outside = toy_densities.bin_probabilities(toy, bins, _window(toy, bounds))
+  p = np.append(probs.ravel(), outside)
+  return float(0.5 * np.sum(np.sqrt(p * np.clip(1.0 - p, 0.0, 1.0) / n)))
+
+
+def iid_reference(toy: toy_densities.ToyDensity, n: int, seed, bins: int = 50,
+                  bounds=None) -> Dict[str, float]:
+  """tv and kl of n exact i.i.d. samples `toy.sample(seed, n)`: the floor a perfect sampler
+  reaches with n chains (the sampling bias of the histogram distances), plus the
+  `expected_iid_tv_bound` as 'tv_bound'."""
+  samples = toy.sample(_check_seed(seed), n).numpy()
+  window = _window(toy, bounds)
+  result = toy_densities.histogram_distances(samples, toy, bins=bins, bounds=window)
+  result["tv_bound"] = expected_iid_tv_bound(toy, n, bins, window)
+  return result
+
+
+def _json_safe(value):
+  if isinstance(value, Mapping):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    value = float(value)
+    return value if math.isfinite(value) else ("inf" if value > 0 else
+                                               "-inf" if value < 0 else "nan")
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def write_json(payload, path: str) -> str:
+  """Writes `payload` (dicts, lists, numbers, strings; e.g. curves) as strict JSON at `path`.
+
+  Non-finite floats become the strings "inf", "-inf", "nan" (JSON has no such numbers). The
+  file is written to a temporary name and renamed. Returns `path`.
+  """
+  return _write_atomic(path, (json.dumps(_json_safe(payload), indent=1, allow_nan=False) +
+                              "\n").encode())
+
+
+def _write_atomic(path: str, content: bytes) -> str:
+  path = os.fspath(path)
+  directory = os.path.dirname(path)
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+  try:
+    with open(temp_path, "wb") as f:
+      f.write(content)
+    os.replace(temp_path, path)
+  except BaseException:
+    if os.path.exists(temp_path):
+      os.remove(temp_path)
+    raise
+  return path
+
+
+def _check_png_path(path) -> str:
+  path = os.fspath(path)
+  if not path.lower().endswith(".png"):
+    raise ValueError(f"path must end with .png; got {path!r}")
+  return path
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+  # The object-oriented Agg canvas: no pyplot, no global backend switch.
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
+  fig = mpl_figure.Figure(figsize=(width, height), dpi=100)
+  backend_agg.FigureCanvasAgg(fig)
+  axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+  return fig, axes
+
+
+def _save_figure(fig, path: str) -> str:
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
+  return _write_atomic(path, buffer.getvalue())
+
+
+def plot_distance_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
+                         reference: Optional[Mapping[str, float]] = None,
+                         title: Optional[str] = None) -> str:
+  """Plots TV and KL against the chain step, one line per curve, as a PNG.
+
+  Args:
+    curves: name -> a `chain_distance_curve` result (dicts with 'step', 'tv', 'kl').
+    path: destination ending in .png (parent directories are created).
+    reference: optional dict with 'tv' and 'kl' (e.g. `iid_reference`) drawn as dashed lines:
+      the level of a perfect sampler with the same number of chains.
+    title: optional figure title.
+
+  The x axis is symmetric-log (linear below 1), so step 0 is shown; non-finite values are
+  not drawn. Returns `path`.
+  """
+  path = _check_png_path(path)
+  if not isinstance(curves, Mapping) or not curves:
+    raise ValueError(f"curves must be a non-empty dict of name -> curve; got {curves!r}")
+  for name, curve in curves.items():
+    if not curve or any(not {"step", "tv", "kl"} <= set(point) for point in curve):
+      raise ValueError(f"curve {name!r} must be a non-empty list of dicts with 'step', 'tv' and "
+                       "'kl' (a chain_distance_curve result)")
+  fig, axes = _figure(11.0, 4.2, ncols=2)
+  for ax, key, label in ((axes[0], "tv", "total variation (binned)"),
+                         (axes[1], "kl", "KL(histogram || exact), nats")):
+    for name, curve in curves.items():
+      steps = np.array([point["step"] for point in curve], np.float64)
+      values = np.array([point[key] for point in curve], np.float64)
+      ok = np.isfinite(values)
+      ax.plot(steps[ok], values[ok], marker="o", label=name)
+    if reference is not None and np.isfinite(reference.get(key, np.nan)):
+      ax.axhline(reference[key], color="gray", linestyle="--", label="i.i.d. exact samples")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("Langevin steps")
+    ax.set_ylabel(label)
+    ax.grid(True, alpha=0.3)
+  axes[0].set_ylim(bottom=0.0)
+  axes[0].legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  return _save_figure(fig, path)
+
+
+def save_scatter_plot(points, path: str, *, bounds=None, title: Optional[str] = None) -> str:
+  """Writes a scatter plot of 2-D points as a PNG (the rank-1 counterpart of an image grid).
+
+  Args:
+    points: float [N, 2] array or tensor (N >= 1). Non-finite rows are not drawn; their number
+      is added to the title, as is the number of finite points outside `bounds`.
+    path: destination ending in .png (parent directories are created).
+    bounds: optional axis window ((x_min, x_max), (y_min, y_max)), e.g. `toy.bounds`; default
+      the points' range.
+    title: optional title.
+
+  Returns:
+    `path`.
+  """
+  path = _check_png_path(path)
+  points = _check_points(points, "points").astype(np.float64)
+  finite = np.all(np.isfinite(points), axis=1)
+  shown = points[finite]
+  notes = []
+  fig, (ax,) = _figure(4.5, 4.5)
+  if bounds is not None:
+    b = np.asarray(bounds, np.float64)
+    if b.shape != (2, 2) or not np.all(np.isfinite(b)) or not np.all(b[:, 1] > b[:, 0]):
+      raise ValueError(f"bounds must be ((x_min, x_max), (y_min, y_max)) with min < max; got "
+                       f"{bounds!r}")
+    ax.set_xlim(*b[0])
+    ax.set_ylim(*b[1])
+    outside = int(np.sum(~np.all((shown >= b[:, 0]) & (shown <= b[:, 1]), axis=1)))
+    if outside:
+      notes.append(f"{outside} outside")
+  if not finite.all():
+    notes.append(f"{int((~finite).sum())} non-finite")
+  ax.scatter(shown[:, 0], shown[:, 1], s=3, alpha=0.5, linewidths=0)
+  ax.set_aspect("equal")
+  label = f"{title or ''} (n={len(points)}{', ' if notes else ''}{', '.join(notes)})"
+  ax.set_title(label.strip(), fontsize=9)
+  fig.tight_layout()
+  return _save_figure(fig, path)
