@@ -17,12 +17,12 @@ Every function is a pure function of its arguments (stateless seeds); nothing ru
 import json
 import math
 import os
-import uuid
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from ebm_tf import file_io
 from ebm_tf import langevin
 from ebm_tf import toy_densities
 
@@ -257,25 +257,8 @@ def write_json(payload, path: str) -> str:
   Non-finite floats become the strings "inf", "-inf", "nan" (JSON has no such numbers). The
   file is written to a temporary name and renamed. Returns `path`.
   """
-  return _write_atomic(path, (json.dumps(_json_safe(payload), indent=1, allow_nan=False) +
-                              "\n").encode())
-
-
-def _write_atomic(path: str, content: bytes) -> str:
-  path = os.fspath(path)
-  directory = os.path.dirname(path)
-  if directory:
-    os.makedirs(directory, exist_ok=True)
-  temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-  try:
-    with open(temp_path, "wb") as f:
-      f.write(content)
-    os.replace(temp_path, path)
-  except BaseException:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-    raise
-  return path
+  return file_io.write_text_atomic(
+      path, json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n")
 
 
 def _check_png_path(path) -> str:
@@ -296,10 +279,7 @@ def _figure(width: float, height: float, ncols: int = 1):
 
 
 def _save_figure(fig, path: str) -> str:
-  import io  # pylint: disable=g-import-not-at-top
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
-  return _write_atomic(path, buffer.getvalue())
+  return file_io.save_figure_atomic(fig, path, dpi=100)
 
 
 def plot_distance_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str, *,
