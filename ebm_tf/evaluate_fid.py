@@ -13,12 +13,9 @@ from absl import app
 from absl import flags
 
 from ebm_tf import checkpoint_sweep
-from ebm_tf import flag_config
-from ebm_tf import sampling
 from ebm_tf import stability
 
-flag_config.define_flags(sampling.SampleConfig, sampling.FLAG_HELP)
-flag_config.define_flags(stability.MetricsConfig, stability.FLAG_HELP)
+stability.define_flags()
 flags.DEFINE_string("checkpoints", "latest",
                     "'all', 'latest' or comma-separated training steps of the checkpoints")
 
@@ -27,10 +24,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    sample_config = sampling.SampleConfig(
-        **flag_config.from_flags(sampling.SampleConfig, flags.FLAGS, {}))
-    metrics = stability.MetricsConfig(
-        **flag_config.from_flags(stability.MetricsConfig, flags.FLAGS, {}))
+    sample_config, metrics = stability.configs_from_flags(flags.FLAGS)
     summary = checkpoint_sweep.sweep(sample_config, metrics, flags.FLAGS.checkpoints)
   except (ValueError, FileNotFoundError) as error:
     raise app.UsageError(str(error)) from None

@@ -14,23 +14,17 @@ OUT receives the samples, stability.json and stability.png. A longrun model keep
 from absl import app
 from absl import flags
 
-from ebm_tf import flag_config
-from ebm_tf import sampling
 from ebm_tf import stability
 
 
-flag_config.define_flags(sampling.SampleConfig, sampling.FLAG_HELP)
-flag_config.define_flags(stability.MetricsConfig, stability.FLAG_HELP)
+stability.define_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    sample_config = sampling.SampleConfig(
-        **flag_config.from_flags(sampling.SampleConfig, flags.FLAGS, {}))
-    metrics = stability.MetricsConfig(
-        **flag_config.from_flags(stability.MetricsConfig, flags.FLAGS, {}))
+    sample_config, metrics = stability.configs_from_flags(flags.FLAGS)
     result = stability.evaluate(sample_config, metrics)
   except (ValueError, FileNotFoundError) as error:
     raise app.UsageError(str(error)) from None

@@ -27,6 +27,7 @@ import tensorflow as tf
 from ebm_tf import data
 from ebm_tf import fid
 from ebm_tf import file_io
+from ebm_tf import flag_config
 from ebm_tf import sampling
 
 METRICS_FILENAME = "stability.json"
@@ -276,3 +277,17 @@ def evaluate(sample_config: sampling.SampleConfig, metrics: MetricsConfig) -> Di
               title=f"{sample_config.model_dir} ({summary['init']} init)")
   result["sampling"] = summary
   return result
+
+
+def define_flags(flag_values=None) -> None:
+  """Defines the flags of `sampling.SampleConfig` and `MetricsConfig` (binaries only)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flag_values = flag_values or flags.FLAGS
+  flag_config.define_flags(sampling.SampleConfig, sampling.FLAG_HELP, flag_values)
+  flag_config.define_flags(MetricsConfig, FLAG_HELP, flag_values)
+
+
+def configs_from_flags(flag_values) -> "tuple[sampling.SampleConfig, MetricsConfig]":
+  """The (sampling, metrics) configs of parsed flags; ValueError names a bad flag."""
+  return (sampling.SampleConfig(**flag_config.from_flags(sampling.SampleConfig, flag_values, {})),
+          MetricsConfig(**flag_config.from_flags(MetricsConfig, flag_values, {})))

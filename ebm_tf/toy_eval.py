@@ -77,8 +77,8 @@ def chain_states(energy_fn: Callable[[tf.Tensor], tf.Tensor], x_init, seed,
 
   The chains run in segments between successive boundaries 0 = s_0 < s_1 < ... (the positive
   entries of `record_steps`); segment j (from s_j to s_{j+1}) is one call of a
-  `langevin.make_sampler` function with seed `stateless_fold_in(seed, j)` (cast to int32). A chain whose state
-  became non-finite (a diverging energy) is frozen there and reported as it is.
+  `langevin.make_sampler` function with seed `stateless_fold_in(seed, j)` (cast to int32). A
+  chain whose state became non-finite (a diverging energy) is frozen there and reported as is.
 
   Args:
     energy_fn: points float32 [B, 2] -> energies [B] (e.g. `models.energy_fn(ebm)` or
@@ -294,8 +294,8 @@ def plot_distance_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], pa
       the level of a perfect sampler with the same number of chains.
     title: optional figure title.
 
-  The x axis is symmetric-log (linear below 1), so step 0 is shown; non-finite values are
-  not drawn. Returns `path`.
+  The x axis is symmetric-log (linear below 1), so step 0 is shown; the KL axis is
+  logarithmic. Non-finite values (and KL values <= 0) are not drawn. Returns `path`.
   """
   path = _check_png_path(path)
   if not isinstance(curves, Mapping) or not curves:
@@ -305,20 +305,23 @@ def plot_distance_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], pa
       raise ValueError(f"curve {name!r} must be a non-empty list of dicts with 'step', 'tv' and "
                        "'kl' (a chain_distance_curve result)")
   fig, axes = _figure(11.0, 4.2, ncols=2)
+  last_step = max(point["step"] for curve in curves.values() for point in curve)
   for ax, key, label in ((axes[0], "tv", "total variation (binned)"),
-                         (axes[1], "kl", "KL(histogram || exact), nats")):
+                         (axes[1], "kl", "KL(histogram || exact), nats (log scale)")):
     for name, curve in curves.items():
       steps = np.array([point["step"] for point in curve], np.float64)
       values = np.array([point[key] for point in curve], np.float64)
-      ok = np.isfinite(values)
+      ok = np.isfinite(values) & ((values > 0) if key == "kl" else True)
       ax.plot(steps[ok], values[ok], marker="o", label=name)
     if reference is not None and np.isfinite(reference.get(key, np.nan)):
       ax.axhline(reference[key], color="gray", linestyle="--", label="i.i.d. exact samples")
     ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("Langevin steps")
+    ax.set_xlim(0.0, max(1.0, 1.5 * last_step))
+    ax.set_xlabel("Langevin steps (0, then log scale)")
     ax.set_ylabel(label)
     ax.grid(True, alpha=0.3)
   axes[0].set_ylim(bottom=0.0)
+  axes[1].set_yscale("log")
   axes[0].legend(fontsize=8)
   if title:
     fig.suptitle(title)

@@ -1,17 +1,19 @@
 r"""Long-chain stability of trained 2-D toy EBMs, measured against the exact density.
 
 For each trained run, chains start from exact toy samples (drawn independently of the training
-data) and from uniform noise on [-3, 3]^2 (the same starts for every run), and run far beyond the run's training
-chain length with the run's own step size and temperature; at each recorded step the histogram of
-the chains is compared with the exact bin masses (`ebm_tf.toy_eval.chain_distance_curve`).
+data) and from uniform noise on [-3, 3]^2 (the same starts for every run) and run far beyond the
+run's training chain length, with the run's own step size and temperature; at each recorded step
+the histogram of the chains is compared with the exact bin masses
+(`ebm_tf.toy_eval.chain_distance_curves`). The command behind docs/toy_stability.{json,png}:
 
   .venv/bin/python docs/scripts/toy_stability.py \
       --runs=shortrun=runs/shortrun_toy,longrun=runs/longrun_toy \
-      --record_steps=0,30,300,3000,10000,30000 --num_chains=1000 --bins=20 \
+      --record_steps=0,30,300,3000,10000,30000 --num_chains=500 --bins=20 --seed=0 \
       --output_json=docs/toy_stability.json --output_png=docs/toy_stability.png
 
-Writes the JSON (the command, settings, the i.i.d. reference and one curve per run and init) and
-a PNG of TV and KL against the step. A thin caller of ebm_tf.toy_eval.
+Writes the JSON (the command, settings, each run's measured training chain length, the i.i.d.
+reference and one curve per run and init) and a PNG of TV and KL against the step. A thin caller
+of ebm_tf.toy_eval.
 """
 
 import os
@@ -37,7 +39,7 @@ _INITS = flags.DEFINE_list("inits", ["data", "noise"],
                            "chain starts: 'data' (exact toy samples, independent of the training "
                            "data) and/or 'noise' (uniform on [-s, s]^2, s = --noise_scale).")
 _NOISE_SCALE = flags.DEFINE_float("noise_scale", 3.0, "half-width of the uniform noise init.")
-_NUM_CHAINS = flags.DEFINE_integer("num_chains", 1000, "chains per curve.")
+_NUM_CHAINS = flags.DEFINE_integer("num_chains", 500, "chains per curve.")
 _BINS = flags.DEFINE_integer("bins", 20, "histogram bins per axis.")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the initial states and of the chains.")
 _STEP_SIZE = flags.DEFINE_float("step_size", None, "Langevin step size (default: each run's "
