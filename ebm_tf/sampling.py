@@ -369,7 +369,7 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
   start_time = time.monotonic()
   energies = None
   if done == 0 and 0 in record:
-    energies = _energies(model, images, batch_size)
+    energies = batched_energies(model.energy_fn, images, batch_size)
     _write_snapshot(output_dir, 0, images, energies, grid_size)
   for end in ends:
     new_images, energy_parts, drift_parts = [], [], []
@@ -401,8 +401,11 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
               snapshots=[p for _, p in list_snapshots(output_dir)])
 
 
-def _energies(model: SamplingModel, images: np.ndarray, batch_size: int) -> np.ndarray:
-  energy = tf.function(model.energy_fn)
+def batched_energies(energy_fn: Callable[[tf.Tensor], tf.Tensor], images,
+                     batch_size: int = 500) -> np.ndarray:
+  """E(x) float32 [N] of images float32 [N, ...] in chunks of `batch_size`."""
+  images = np.asarray(images, np.float32)
+  energy = tf.function(energy_fn)
   return np.concatenate([energy(tf.constant(images[i:i + batch_size])).numpy()
                          for i in range(0, len(images), batch_size)])
 
@@ -415,13 +418,21 @@ def _write_snapshot(output_dir: str, step: int, images: np.ndarray, energies: np
                             os.path.join(output_dir, f"samples_{step:09d}.png"))
 
 
-def sample(config: SampleConfig) -> Dict[str, Any]:
-  """Runs the sampling job `config` (resuming it when `output_dir` holds one); see module doc."""
-  model = load_model(config.model_dir, config.checkpoint, generator_dir=config.generator_dir,
-                     need_generator=config.init == "coop", step_size=config.step_size,
-                     temperature=config.temperature,
-                     prior_temperature=config.prior_temperature,
-                     joint_temperature=config.joint_temperature, tau=config.tau)
+def load_job_model(config: SampleConfig) -> SamplingModel:
+  """`load_model` with the settings of the sampling job `config`."""
+  return load_model(config.model_dir, config.checkpoint, generator_dir=config.generator_dir,
+                    need_generator=config.init == "coop", step_size=config.step_size,
+                    temperature=config.temperature,
+                    prior_temperature=config.prior_temperature,
+                    joint_temperature=config.joint_temperature, tau=config.tau)
+
+
+def sample(config: SampleConfig, model: Optional[SamplingModel] = None) -> Dict[str, Any]:
+  """Runs the sampling job `config` (resuming it when `output_dir` holds one); see module doc.
+
+  `model`: `load_job_model(config)` if the caller has it already (else it is loaded here).
+  """
+  model = model or load_job_model(config)
   init = resolve_init(config.init, model)
   num_steps = config.num_steps or model.run_config.eval_mcmc_steps or model.run_config.mcmc_steps
   if config.record_steps and config.record_steps[-1] > num_steps:

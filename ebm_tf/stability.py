@@ -18,7 +18,7 @@ energy and pixel statistics use the unclipped states.
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -52,15 +52,6 @@ def saturation(images) -> float:
 def out_of_range(images, margin: float = OUT_OF_RANGE_MARGIN) -> float:
   """Fraction of pixel values with |x| > 1 + margin, in [0, 1]. images: float [N, ...]."""
   return float(np.mean(np.abs(_as_images(images)) > 1.0 + margin))
-
-
-def batched_energies(energy_fn: Callable[[tf.Tensor], tf.Tensor], images,
-                     batch_size: int = 500) -> np.ndarray:
-  """E(x) float32 [N] of images float32 [N, ...] in chunks of `batch_size`."""
-  images = _as_images(images)
-  energy = tf.function(energy_fn)
-  return np.concatenate([energy(tf.constant(images[i:i + batch_size])).numpy()
-                         for i in range(0, len(images), batch_size)])
 
 
 def energy_reference(data_energies) -> Dict[str, float]:
@@ -251,8 +242,8 @@ def evaluate(sample_config: sampling.SampleConfig, metrics: MetricsConfig) -> Di
   Returns:
     The `evaluate_snapshots` result, plus 'sampling' (the job summary).
   """
-  summary = sampling.sample(sample_config)
-  model = sampling.load_model(sample_config.model_dir, sample_config.checkpoint)
+  model = sampling.load_job_model(sample_config)
+  summary = sampling.sample(sample_config, model)
   c = model.run_config
   extractor = fid.make_extractor(metrics.feature, metrics.classifier_dir or None)
   count = metrics.reference_count or sample_config.num_samples
@@ -260,13 +251,13 @@ def evaluate(sample_config: sampling.SampleConfig, metrics: MetricsConfig) -> Di
   reference = fid.reference_stats(extractor, c.dataset, count, split=metrics.reference_split,
                                   data_dir=c.data_dir, image_size=c.image_size,
                                   cache_dir=cache_dir)
-  data_energy = energy_reference(batched_energies(
+  data_energy = energy_reference(sampling.batched_energies(
       model.energy_fn, data.load_array(c.dataset, metrics.reference_split, max_examples=count,
                                        data_dir=c.data_dir, image_size=c.image_size)[0]))
   heldout, _ = data.load_array(c.dataset, metrics.heldout_split,
                                max_examples=sample_config.num_samples, data_dir=c.data_dir,
                                image_size=c.image_size)
-  data_metrics = data_reference_metrics(heldout, batched_energies(model.energy_fn, heldout),
+  data_metrics = data_reference_metrics(heldout, sampling.batched_energies(model.energy_fn, heldout),
                                         extractor=extractor, reference=reference,
                                         data_energy=data_energy)
   result = evaluate_snapshots(sample_config.output_dir, extractor=extractor,

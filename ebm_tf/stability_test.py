@@ -85,10 +85,10 @@ class GaussianSignatureTest(tf.test.TestCase):
                         record_steps=(0, 100), segment_steps=500, batch_size=200)
     extractor = _FlatFeatures()
     reference = fid.compute_stats(extractor, np.clip(_gaussian_data(2000, seed=2), -1, 1))
-    data_energy = stability.energy_reference(stability.batched_energies(model.energy_fn,
+    data_energy = stability.energy_reference(sampling.batched_energies(model.energy_fn,
                                                                         data[200:]))
     data_metrics = stability.data_reference_metrics(
-        data[200:], stability.batched_energies(model.energy_fn, data[200:]),
+        data[200:], sampling.batched_energies(model.energy_fn, data[200:]),
         extractor=extractor, reference=reference, data_energy=data_energy)
     result = stability.evaluate_snapshots(out, extractor=extractor, reference=reference,
                                           data_energy=data_energy, data_metrics=data_metrics)
