@@ -416,7 +416,8 @@ class ClassifierTrainer:
     if start == 0:
       writer.hparams(classifier_config.config_dict(c))
     self.eval_data()  # Fail on a missing evaluation split before training.
-    progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every)
+    progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every,
+                                  log=self.is_chief)
     iterator = self._iterator or self.make_iterator(resume_step=start)
     step = start
     sums = np.zeros(3)

@@ -164,6 +164,11 @@ def validate(config: TrainConfig) -> None:
            f"{c.mcmc_init!r}")
     _check(c.burnin_size >= c.batch_size,
            f"burnin_size ({c.burnin_size}) must be >= batch_size ({c.batch_size})")
+    # The burn-in bank belongs to the longrun correction stage, whose energy is E/T + E0/T0:
+    # without the prior run it would silently train a correction of nothing.
+    _check(bool(c.prior_model_dir),
+           f"a longrun correction run (burnin_size={c.burnin_size} > 0) needs "
+           "--prior_model_dir, the model_dir of its frozen prior EBM's run")
   _check(c.update_generator or c.gen_checkpoint or not c.mcmc_init.startswith("coop"),
          "a frozen generator (update_generator=false) needs --gen_checkpoint, the run or "
          "checkpoint to load it from")

@@ -43,6 +43,7 @@ class ConfigTest(parameterized.TestCase):
       ("--ebm_lr_boundaries=100", "ebm_lr_values needs exactly one more"),
       ("--ebm_lr_values=abc", "ebm_lr_values must be a comma-separated"),
       ("--persistent_size=10", "persistent_size"),
+      ("--burnin_size=64", r"burnin_size=64 > 0\) needs --prior_model_dir"),
   )
   def test_bad_flag_names_the_value(self, arg, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -57,7 +58,8 @@ class ConfigTest(parameterized.TestCase):
       with self.subTest(path=os.path.basename(path)):
         # Presets with a frozen generator name the pretrained one on the command line.
         config = config_lib.config_from_flags(_parse(
-            [f"--flagfile={path}", "--model_dir=/x", "--gen_checkpoint=/pretrained"]))
+            [f"--flagfile={path}", "--model_dir=/x", "--gen_checkpoint=/pretrained",
+             "--prior_model_dir=/prior"]))
         self.assertGreater(config.train_steps, 0)
         regime = os.path.basename(path).split("_")[0]
         self.assertEqual(config.burnin_size > 0, "correction" in path)
@@ -75,7 +77,7 @@ class ConfigTest(parameterized.TestCase):
          (50000, 75000, 100000, 125000)))
     correction = config_lib.config_from_flags(_parse(
         [f"--flagfile={_ROOT}/flags/longrun_correction_cifar10.cfg", "--model_dir=/x",
-         "--gen_checkpoint=/g"]))
+         "--gen_checkpoint=/g", "--prior_model_dir=/prior"]))
     self.assertEqual(
         (correction.ebm_lr_values[0], correction.train_steps, correction.burnin_size,
          correction.burnin_steps, correction.graduation_draws, correction.tau,

@@ -270,7 +270,7 @@ class Progress:
 
   def __init__(self, total_steps: int, start_step: int = 0,
                every_n_steps: Optional[int] = 100, every_seconds: Optional[float] = None,
-               clock: Callable[[], float] = time.monotonic):
+               clock: Callable[[], float] = time.monotonic, log: bool = True):
     """Sets the run's extent and when lines are due.
 
     Args:
@@ -279,6 +279,8 @@ class Progress:
       every_n_steps: emit at multiples of this (None: no step trigger).
       every_seconds: also emit when this many seconds passed since the last line (None: never).
       clock: seconds, monotonic; injectable for tests.
+      log: whether due lines are also logged (False on non-chief workers of a multi-worker
+        run: one progress line per run, not one per worker); they are returned either way.
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
       raise ValueError(f"total_steps must be an int >= 1; got {total_steps!r}")
@@ -296,6 +298,7 @@ class Progress:
     self._every_n = every_n_steps
     self._every_s = every_seconds
     self._clock = clock
+    self._log = log
     self._reported = start_step  # The latest step passed to update().
     self._last_step = start_step  # Step and time of the latest line (or of the clock start).
     self._last_time = clock()
@@ -356,5 +359,6 @@ class Progress:
       parts.append(" ".join(f"{name} {value:.4g}" for name, value in values.items()))
     line = " | ".join(parts)
     self._last_step, self._last_time = step, now
-    logging.info("%s", line)
+    if self._log:
+      logging.info("%s", line)
     return line

@@ -264,6 +264,20 @@ class ProgressTest(tf.test.TestCase):
     clock.now = 110.0
     self.assertEqual(progress.update(1000), "step 1000/1000 (100.0%) | 6.0 steps/s | done")
 
+  def test_log_false_returns_lines_without_logging_them(self):
+    clock = _Clock()
+    quiet = summaries.Progress(10, every_n_steps=5, clock=clock, log=False)
+    loud = summaries.Progress(10, every_n_steps=5, clock=clock)
+    with self.assertLogs(level="INFO") as logs:
+      for step in range(1, 11):
+        clock.now += 1.0
+        quiet_line, loud_line = quiet.update(step), loud.update(step)
+        self.assertEqual(quiet_line, loud_line)
+    self.assertEqual(quiet.steps_per_sec, loud.steps_per_sec)
+    # Only the logging Progress wrote its two lines (steps 5 and 10).
+    self.assertLen([line for line in logs.output if "step 5/10" in line], 1)
+    self.assertLen([line for line in logs.output if "step 10/10" in line], 1)
+
   def test_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, "total_steps must be an int >= 1; got 0"):
       summaries.Progress(0)

@@ -35,6 +35,9 @@ from ebm_tf import toy_eval
 # Stream ids folded into the run seed: one independent random stream per purpose.
 (_DRAW, _DATA_NOISE, _FRESH, _LATENT, _LANGEVIN, _BANK_INIT, _EVAL, _BURN_DRAW, _BURN_FRESH,
  _BURN_LANGEVIN) = range(10)
+# Bank slots filled from data ('data_persistent') are drawn through a shuffle of this many
+# training examples.
+_BANK_INIT_SHUFFLE_BUFFER = 10_000
 
 
 def ml_loss(data_energies: tf.Tensor, negative_energies: tf.Tensor,
@@ -102,6 +105,10 @@ class StepMetrics(NamedTuple):
   data_energy: tf.Tensor
   negative_energy: tf.Tensor
   drift_norm: tf.Tensor      # mean eps^2/2 ||grad U|| at the last Langevin step
+  # Global norm of the EBM parameter gradient of one replica's batch loss (before clipping).
+  # The divergence guard reads it too: on CPUs where oneDNN fuses Conv2D+ReLU, a NaN input or
+  # NaN weights can come out of the fused forward as energy 0 while the gradient is NaN.
+  ebm_grad_norm: tf.Tensor
   gen_loss: tf.Tensor        # 0 when there is no generator update
   rejuvenated: tf.Tensor     # fraction of drawn bank slots re-initialised (0 without a bank)
   mean_age: tf.Tensor        # mean age of the drawn slots before the draw
@@ -300,10 +307,13 @@ class Trainer:
     if c.mcmc_init == "persistent":
       return None, None
     if c.mcmc_init == "data_persistent":
-      images = data.load_split(c.dataset, "train", data_dir=c.data_dir,
-                               image_size=c.image_size).map(lambda e: e["image"])
-      images = images.shuffle(10_000, seed=int(seed[0])).repeat().batch(slots).take(rows)
-      return tf.stack(list(images)), None
+      # The training pipeline shuffles the still-encoded examples and decodes only the
+      # rows * slots it hands out (a buffer of 10,000 decoded 224x224 images would be 6 GB).
+      images = data.make_train_dataset(
+          c.dataset, batch_size_per_replica=slots, data_dir=c.data_dir,
+          image_size=c.image_size, shuffle_buffer=_BANK_INIT_SHUFFLE_BUFFER,
+          seed=int(seed[0])).take(rows)
+      return tf.stack([batch["image"] for batch in images]), None
     latents = tf.random.stateless_normal([rows, slots, c.latent_dim], seed=seed)
     chunks = [self._generate(chunk, training=False)
               for chunk in tf.split(tf.reshape(latents, [rows * slots, -1]),
@@ -369,6 +379,7 @@ class Trainer:
       negative_energies = self._energy(negatives)
       loss = ml_loss(data_energies, negative_energies, c.mcmc_temp, self.num_replicas)
     grads = tape.gradient(loss, self.ebm.trainable_variables)
+    ebm_grad_norm = tf.linalg.global_norm(grads) * self.num_replicas
     if c.clip_ebm_grad > 0:
       grads = [tf.clip_by_norm(g, c.clip_ebm_grad) for g in grads]
     self.ebm_optimizer.apply_gradients(zip(grads, self.ebm.trainable_variables))
@@ -391,7 +402,7 @@ class Trainer:
     metrics = StepMetrics(
         loss=loss * self.num_replicas, energy_diff=data_energy - negative_energy,
         data_energy=data_energy, negative_energy=negative_energy,
-        drift_norm=result.drift_norm, gen_loss=gen_loss, rejuvenated=rejuvenated,
+        drift_norm=result.drift_norm, ebm_grad_norm=ebm_grad_norm, gen_loss=gen_loss, rejuvenated=rejuvenated,
         mean_age=mean_age, graduated=graduated)
     states = ()
     if self.bank is not None:
@@ -486,7 +497,8 @@ class Trainer:
       writer.hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                       for k, v in dataclasses.asdict(c).items()})
       self._write_grids(writer, start)
-    progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every)
+    progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every,
+                                  log=self.is_chief)
     iterator = self._iterator or self.make_iterator(resume_step=start)
     failures = 0
     last = {}

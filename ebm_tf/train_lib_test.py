@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebm_tf import config as config_lib
+from ebm_tf import data
 from ebm_tf import train_lib
 
 
@@ -57,6 +58,27 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
                for a, b in zip(ebm_before, trainer.ebm.trainable_variables)]
     self.assertTrue(all(changed))
     self.assertEqual(metrics["gen_loss"] > 0, mode.startswith("coop"))
+
+  def test_data_persistent_bank_starts_from_shuffled_training_images(self):
+    trainer = train_lib.Trainer(_config(self.create_tempdir().full_path,
+                                        mcmc_init="data_persistent"))
+    trainer.restore_or_initialize()
+    bank = trainer.bank.images.numpy()[0]  # [32, 8, 8, 1]
+    train_images, _ = data.load_array("digits", "train")
+    flat_train = train_images.reshape(len(train_images), -1)
+    # Each slot holds exactly one training image (no noise, no resize), 32 distinct ones, not
+    # the first 32 in file order.
+    matches = [np.flatnonzero(np.all(flat_train == slot.reshape(1, -1), axis=1))
+               for slot in bank]
+    self.assertTrue(all(len(m) >= 1 for m in matches))
+    indices = [int(m[0]) for m in matches]
+    self.assertLen(set(indices), len(bank))
+    self.assertNotEqual(sorted(indices), list(range(len(bank))))
+    # Another seed draws another set.
+    other = train_lib.Trainer(_config(self.create_tempdir().full_path,
+                                      mcmc_init="data_persistent", seed=1))
+    other.restore_or_initialize()
+    self.assertFalse(np.array_equal(other.bank.images.numpy()[0], bank))
 
   def test_mixed_bfloat16_networks_with_float32_states(self):
     trainer = train_lib.Trainer(_config(self.create_tempdir().full_path, train_steps=1,

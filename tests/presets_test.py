@@ -129,17 +129,26 @@ def _needs_gen_checkpoint(flag_values):
           and not flag_values["gen_checkpoint"].value)
 
 
+def _needs_prior_model_dir(flag_values):
+  """A burn-in bank means a longrun correction stage: the run needs --prior_model_dir."""
+  return flag_values["burnin_size"].value > 0 and not flag_values["prior_model_dir"].value
+
+
 def _train_config(name, *overrides, model_dir=_UNUSED_DIR):
   """The TrainConfig of preset `name` + overrides, as `python -m ebm_tf.train` builds it.
 
-  A preset with a frozen generator gets a placeholder --gen_checkpoint unless the overrides name
-  one (the checkpoint is only read when a Trainer is built).
+  A preset with a frozen generator (or a frozen prior) gets a placeholder --gen_checkpoint (or
+  --prior_model_dir) unless the overrides name one (both are only read when a Trainer is built).
   """
   overrides = [f"--model_dir={model_dir}", *overrides]
   flag_values = _parse(config_lib.define_train_flags, name, overrides)
+  placeholders = []
   if _needs_gen_checkpoint(flag_values):
-    flag_values = _parse(config_lib.define_train_flags, name,
-                         [*overrides, f"--gen_checkpoint={_UNUSED_DIR}"])
+    placeholders.append(f"--gen_checkpoint={_UNUSED_DIR}")
+  if _needs_prior_model_dir(flag_values):
+    placeholders.append(f"--prior_model_dir={_UNUSED_DIR}")
+  if placeholders:
+    flag_values = _parse(config_lib.define_train_flags, name, [*overrides, *placeholders])
   return config_lib.config_from_flags(flag_values)
 
 
@@ -258,6 +267,10 @@ class TrainPresetFastTest(parameterized.TestCase):
   def test_pretrained_inputs_have_a_preset_that_trains_them(self, name):
     flag_values = _parse(config_lib.define_train_flags, name, [f"--model_dir={_UNUSED_DIR}"])
     config = _train_config(name)
+    if _needs_prior_model_dir(flag_values):
+      # Checked below; here the gen_checkpoint check alone.
+      flag_values = _parse(config_lib.define_train_flags, name,
+                           [f"--model_dir={_UNUSED_DIR}", f"--prior_model_dir={_UNUSED_DIR}"])
     if _needs_gen_checkpoint(flag_values):
       # Without --gen_checkpoint the preset cannot start: its comments must say so, and the
       # matching shortrun preset must train a generator of the same architecture and shape.
@@ -270,6 +283,13 @@ class TrainPresetFastTest(parameterized.TestCase):
         self.assertEqual(getattr(source, field), getattr(config, field), field)
       self.assertEqual(_shape(source), _shape(config))
     if _regime(name) == "longrun_correction":
+      # Without --prior_model_dir the preset cannot start (it would train a correction of
+      # nothing).
+      without_prior = _parse(config_lib.define_train_flags, name,
+                             [f"--model_dir={_UNUSED_DIR}", f"--gen_checkpoint={_UNUSED_DIR}"])
+      self.assertTrue(_needs_prior_model_dir(without_prior))
+      with self.assertRaisesRegex(ValueError, "needs --prior_model_dir"):
+        config_lib.config_from_flags(without_prior)
       # Stage B samples U = E/T + E0/T0 + ||x||^2/(2 tau^2) with the stage-A prior E0 at its own
       # temperature and tau, and the same step size (paper_spec section 1c).
       self.assertIn("--prior_model_dir", _comments(name))
