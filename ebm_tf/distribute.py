@@ -62,9 +62,17 @@ def make_strategy(name: str = "default", *, num_cpu_devices: int = 0,
   if name == "mirrored":
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
-  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu or "local")
-  tf.config.experimental_connect_to_cluster(resolver)
-  tf.tpu.experimental.initialize_tpu_system(resolver)
+  address = tpu or "local"
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (tf.errors.OpError, ValueError, RuntimeError) as error:
+    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
+    raise RuntimeError(
+        f"--strategy=tpu: no usable TPU at --tpu={address!r} ({type(error).__name__}: {reason}). "
+        "On a TPU VM use --tpu=local; elsewhere pass the TPU's name or grpc:// address, or pick "
+        f"another --strategy from {STRATEGIES}") from error
   return tf.distribute.TPUStrategy(resolver)
 
 
