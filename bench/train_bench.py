@@ -5,13 +5,13 @@ r"""Training-step throughput per regime, and the overhead of one iteration over 
 For each case (a preset plus overrides) and strategy (default: one device; mirrored: 2 logical
 CPU devices, each case in its own process because the CPU split must precede TF's start), it
 times `Trainer.train_step` and, on the same networks and batch sizes, in interleaved rounds
-(medians over --steps rounds), its parts alone: the K
-Langevin steps of one replica batch, one parameter-gradient pass of the EBM (loss + Adam
-update), the generator step, and, where the run has them, the burn-in bank's Langevin steps
-(longrun correction) and the generator's fresh samples G(z) that rejuvenated chains restart from
-(coop modes; the step draws them for the whole batch and keeps those of the rejuvenated slots). overhead = step / sum(parts); the target is <= 1.1. `overhead_core`
-leaves the fresh G(z) pass out of the parts (Langevin steps, update and burn-in, + gradient +
-generator step only), i.e. it counts that pass as overhead too.
+(medians over --steps rounds), its parts alone: the K Langevin steps of one replica batch, one
+parameter-gradient pass of the EBM (loss + Adam update), the generator step, and, where the run
+has them, the burn-in bank's Langevin steps (longrun correction) and the generator's fresh
+samples G(z) that rejuvenated chains restart from (coop modes; the step draws them for the whole
+batch and keeps those of the rejuvenated slots). overhead = step / sum(parts); the target is <=
+1.1. `overhead_core` leaves the fresh G(z) pass out of the parts (Langevin steps, update and
+burn-in, + gradient + generator step only), i.e. it counts that pass as overhead too.
 
 A longrun correction case first trains its prior preset for one step (in a temporary
 directory) to have a prior run to load.

@@ -402,8 +402,8 @@ class Trainer:
     metrics = StepMetrics(
         loss=loss * self.num_replicas, energy_diff=data_energy - negative_energy,
         data_energy=data_energy, negative_energy=negative_energy,
-        drift_norm=result.drift_norm, ebm_grad_norm=ebm_grad_norm, gen_loss=gen_loss, rejuvenated=rejuvenated,
-        mean_age=mean_age, graduated=graduated)
+        drift_norm=result.drift_norm, ebm_grad_norm=ebm_grad_norm, gen_loss=gen_loss,
+        rejuvenated=rejuvenated, mean_age=mean_age, graduated=graduated)
     states = ()
     if self.bank is not None:
       states = (negatives, latents, ages)
