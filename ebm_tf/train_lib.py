@@ -105,10 +105,6 @@ class StepMetrics(NamedTuple):
   data_energy: tf.Tensor
   negative_energy: tf.Tensor
   drift_norm: tf.Tensor      # mean eps^2/2 ||grad U|| at the last Langevin step
-  # Global norm of the EBM parameter gradient of one replica's batch loss (before clipping).
-  # The divergence guard reads it too: on CPUs where oneDNN fuses Conv2D+ReLU, a NaN input or
-  # NaN weights can come out of the fused forward as energy 0 while the gradient is NaN.
-  ebm_grad_norm: tf.Tensor
   gen_loss: tf.Tensor        # 0 when there is no generator update
   rejuvenated: tf.Tensor     # fraction of drawn bank slots re-initialised (0 without a bank)
   mean_age: tf.Tensor        # mean age of the drawn slots before the draw
@@ -379,7 +375,6 @@ class Trainer:
       negative_energies = self._energy(negatives)
       loss = ml_loss(data_energies, negative_energies, c.mcmc_temp, self.num_replicas)
     grads = tape.gradient(loss, self.ebm.trainable_variables)
-    ebm_grad_norm = tf.linalg.global_norm(grads) * self.num_replicas
     if c.clip_ebm_grad > 0:
       grads = [tf.clip_by_norm(g, c.clip_ebm_grad) for g in grads]
     self.ebm_optimizer.apply_gradients(zip(grads, self.ebm.trainable_variables))
@@ -402,8 +397,8 @@ class Trainer:
     metrics = StepMetrics(
         loss=loss * self.num_replicas, energy_diff=data_energy - negative_energy,
         data_energy=data_energy, negative_energy=negative_energy,
-        drift_norm=result.drift_norm, ebm_grad_norm=ebm_grad_norm, gen_loss=gen_loss,
-        rejuvenated=rejuvenated, mean_age=mean_age, graduated=graduated)
+        drift_norm=result.drift_norm, gen_loss=gen_loss, rejuvenated=rejuvenated,
+        mean_age=mean_age, graduated=graduated)
     states = ()
     if self.bank is not None:
       states = (negatives, latents, ages)
@@ -540,6 +535,10 @@ class Trainer:
     bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
     if bad:
       return "non-finite " + ", ".join(f"{k}={metrics[k]}" for k in bad)
+    # The weights too: on CPUs where oneDNN fuses Conv2D+ReLU, NaN inputs or weights can come
+    # out of the fused forward as energy 0 (finite metrics) while the update made them NaN.
+    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.ebm.trainable_variables):
+      return "non-finite EBM weights after the update"
     limit = self.config.max_abs_energy
     if limit > 0:
       worst = max(abs(metrics["data_energy"]), abs(metrics["negative_energy"]))
