@@ -270,4 +270,29 @@ def load_config(model_dir: str, **overrides) -> TrainConfig:
     if isinstance(known[name].default, tuple):
       values[name] = tuple(value)
   values.update(overrides)
+  for name in _RUN_PATH_FIELDS:
+    values[name] = resolve_run_path(model_dir, values.get(name))
   return TrainConfig(**values)
+
+
+# Settings that name another run (its model_dir or a checkpoint prefix).
+_RUN_PATH_FIELDS = ("prior_model_dir", "gen_checkpoint")
+
+
+def resolve_run_path(model_dir: str, path: Optional[str]) -> Optional[str]:
+  """Resolves a path that the config of run `model_dir` records for another run.
+
+  An absolute path, or a relative one that exists from the current directory (how a training
+  command line gives it), is returned as it is. A relative path that does not exist from here
+  but does from `model_dir` (as shipped models record their prior, `../<prior name>`) is
+  returned joined to `model_dir`. Anything else is returned unchanged, for the tool that uses
+  it to report as missing.
+  """
+  if not path or os.path.isabs(path) or "://" in path:
+    return path
+  if os.path.exists(path) or os.path.exists(path + ".index"):
+    return path
+  joined = os.path.normpath(os.path.join(model_dir, path))
+  if os.path.exists(joined) or os.path.exists(joined + ".index"):
+    return joined
+  return path

@@ -11,6 +11,7 @@ whose rename is the best that file system offers (TensorFlow is imported only fo
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from typing import Any, Iterator, List, Mapping
 
@@ -139,3 +140,30 @@ def fsync_directory(path: str) -> None:
     pass  # Not every file system supports fsync on a directory.
   finally:
     os.close(fd)
+
+
+def replace_directory(temp_dir: str, target: str) -> str:
+  """Moves the finished local directory `temp_dir` to `target`, replacing any old `target`.
+
+  `temp_dir` is synced to disk first and must be on the same file system as `target` (e.g. a
+  hidden sibling). An existing `target` is first renamed aside and deleted only after the new one
+  is in place, so at every moment `target` is either the old complete directory, absent for the
+  instant between the two renames, or the new complete one.
+
+  Returns:
+    `target`.
+  """
+  if not (is_local(temp_dir) and is_local(target)):
+    raise ValueError(f"replace_directory works on local paths only; got {temp_dir!r} -> "
+                     f"{target!r}")
+  fsync_tree(temp_dir)
+  old = None
+  if os.path.exists(target):
+    old = os.path.join(os.path.dirname(target) or ".",
+                       f".{os.path.basename(target)}.old-{uuid.uuid4().hex}")
+    os.rename(target, old)
+  os.rename(temp_dir, target)
+  fsync_directory(os.path.dirname(target) or ".")
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+  return target
