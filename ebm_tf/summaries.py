@@ -89,8 +89,34 @@ def image_grid(images, num_rows: Optional[int] = None, *, padding: int = 1,
   return grid
 
 
-def save_image_grid(images, path: str, num_rows: Optional[int] = None) -> str:
-  """Writes `image_grid(images, num_rows)` as a PNG file at `path`; returns `path`.
+# Grids written for people (PNG files, TensorBoard) are upscaled to at least this many pixels
+# wide: an 8x8 digit grid is otherwise a 73-pixel thumbnail.
+DISPLAY_MIN_WIDTH = 256
+
+
+def upscale_for_display(grid: np.ndarray, min_width: int = DISPLAY_MIN_WIDTH) -> np.ndarray:
+  """Nearest-neighbour upscaling of a uint8 grid [H, W, C] by the smallest integer factor f
+  with f * W >= min_width (f = 1 when W is already wide enough): each pixel becomes an f x f
+  block, so no value is interpolated. Returns uint8 [f * H, f * W, C].
+
+  Raises:
+    ValueError: a grid that is not rank 3 or a min_width < 0.
+  """
+  grid = np.asarray(grid)
+  if grid.ndim != 3:
+    raise ValueError(f"grid must have shape [height, width, channels]; got {list(grid.shape)}")
+  if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 0:
+    raise ValueError(f"min_width must be an int >= 0; got {min_width!r}")
+  factor = max(1, math.ceil(min_width / grid.shape[1]))
+  if factor == 1:
+    return grid
+  return np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1)
+
+
+def save_image_grid(images, path: str, num_rows: Optional[int] = None, *,
+                    min_width: int = DISPLAY_MIN_WIDTH) -> str:
+  """Writes `image_grid(images, num_rows)`, upscaled by `upscale_for_display(.., min_width)`,
+  as a PNG file at `path`; returns `path`.
 
   The file appears complete or not at all: the PNG goes to a temporary file in the same directory
   that is then renamed over `path` (atomic on local file systems). Parent directories are created.
@@ -99,6 +125,8 @@ def save_image_grid(images, path: str, num_rows: Optional[int] = None) -> str:
     images: [N, H, W, C] floats in [-1, 1], C in {1, 3} (see `image_grid`).
     path: destination ending in `.png`; local path or a `gs://` URL.
     num_rows: rows of the grid (see `image_grid`).
+    min_width: the PNG is at least this many pixels wide (nearest-neighbour); 0 keeps one
+      pixel per image pixel.
 
   Raises:
     ValueError: bad images or a path that does not end in `.png`.
@@ -106,7 +134,7 @@ def save_image_grid(images, path: str, num_rows: Optional[int] = None) -> str:
   path = os.fspath(path)
   if not path.lower().endswith(".png"):
     raise ValueError(f"path must end with .png; got {path!r}")
-  png = tf.io.encode_png(image_grid(images, num_rows)).numpy()
+  png = tf.io.encode_png(upscale_for_display(image_grid(images, num_rows), min_width)).numpy()
   with file_io.atomic_file(path, "wb") as f:
     f.write(png)
   return path
@@ -178,10 +206,11 @@ class SummaryWriter:
         tf.summary.scalar(name, value, step=step)
 
   def images(self, step: int, name: str, images, num_rows: Optional[int] = None) -> None:
-    """Writes `images` ([N, H, W, C] floats in [-1, 1], C in {1, 3}) as one grid image."""
+    """Writes `images` ([N, H, W, C] floats in [-1, 1], C in {1, 3}) as one grid image,
+    upscaled to at least DISPLAY_MIN_WIDTH pixels wide (nearest-neighbour)."""
     step = _as_step(step)
     name = _check_name(name)
-    grid = image_grid(images, num_rows)
+    grid = upscale_for_display(image_grid(images, num_rows))
     if not self._enabled:
       return
     with self._writer.as_default():

@@ -89,12 +89,33 @@ class SaveImageGridTest(tf.test.TestCase):
     images = tf.random.stateless_uniform([5, 4, 4, 3], seed=[3, 4], minval=-1.2, maxval=1.2)
     self.assertEqual(summaries.save_image_grid(images, path, num_rows=2), path)
     decoded = tf.io.decode_png(tf.io.read_file(path)).numpy()
-    self.assertAllEqual(decoded, summaries.image_grid(images, num_rows=2))
+    self.assertAllEqual(decoded, summaries.upscale_for_display(
+        summaries.image_grid(images, num_rows=2)))
     self.assertEqual(os.listdir(directory), ["grid.png"])
-    # Overwriting replaces the file.
-    summaries.save_image_grid(_constant_images([1.0], size=3, channels=1), path)
+    # Overwriting replaces the file; min_width=0 keeps one pixel per image pixel.
+    summaries.save_image_grid(_constant_images([1.0], size=3, channels=1), path, min_width=0)
     self.assertAllEqual(tf.io.decode_png(tf.io.read_file(path)).shape, [5, 5, 1])
     self.assertEqual(os.listdir(directory), ["grid.png"])
+
+  def test_grids_are_upscaled_to_a_readable_width_by_pixel_repetition(self):
+    images = tf.random.stateless_uniform([64, 8, 8, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
+    grid = summaries.image_grid(images)  # 8 x 8 digits: 73 x 73 pixels
+    self.assertAllEqual(grid.shape, [73, 73, 1])
+    big = summaries.upscale_for_display(grid)
+    self.assertAllEqual(big.shape, [73 * 4, 73 * 4, 1])  # the smallest factor reaching 256
+    self.assertAllEqual(big[::4, ::4], grid)
+    for dy in range(4):
+      for dx in range(4):
+        self.assertAllEqual(big[dy::4, dx::4], grid)
+    wide = np.zeros([10, 300, 3], np.uint8)
+    self.assertIs(summaries.upscale_for_display(wide), wide)
+    path = os.path.join(self.get_temp_dir(), "digits.png")
+    summaries.save_image_grid(images, path)
+    self.assertGreaterEqual(tf.io.decode_png(tf.io.read_file(path)).shape[1], 256)
+    with self.assertRaisesRegex(ValueError, "min_width must be an int >= 0; got -1"):
+      summaries.upscale_for_display(grid, -1)
+    with self.assertRaisesRegex(ValueError, r"grid must have shape \[height, width, channels\]"):
+      summaries.upscale_for_display(grid[..., 0])
 
   def test_failed_write_leaves_nothing(self):
     directory = self.get_temp_dir()
@@ -144,6 +165,9 @@ class SummaryWriterTest(tf.test.TestCase):
     width, height, png = tf.make_ndarray(value.tensor)
     grid = tf.io.decode_png(png).numpy()
     self.assertEqual((int(width), int(height)), (grid.shape[1], grid.shape[0]))
+    self.assertAllEqual(grid, summaries.upscale_for_display(summaries.image_grid(images)))
+    self.assertGreaterEqual(grid.shape[1], summaries.DISPLAY_MIN_WIDTH)
+    grid = grid[::grid.shape[1] // 9, ::grid.shape[1] // 9]  # one pixel per image pixel again
     self.assertAllEqual(grid, summaries.image_grid(images))
     self.assertAllEqual(grid[1, 1], [0, 0, 0])          # first image, -1
     self.assertAllEqual(grid[1, 5], [255, 255, 255])    # second image, 1
