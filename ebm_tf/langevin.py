@@ -19,6 +19,19 @@ Noise is stateless: step t draws `tf.random.stateless_normal(shape, seed=statele
 and MALA's uniform uses `stateless_fold_in(step_seed, 1)`, so the same seed gives bitwise the same
 samples on the same device and compile mode (XLA's stateless RNG draws other numbers than TF's
 kernels for the same seed, so `jit_compile=True` gives a different, equally reproducible stream).
+
+Per-chain seeds (unadjusted Langevin only): with `seed` of shape [B, 2], chain i's noise depends
+only on its own seed `seed[i]` and the step, never on the other chains of the batch
+(`per_chain_noise` is the definition): chain i draws its noise in blocks of
+`CHAIN_NOISE_BLOCK_STEPS` steps, block k = `stateless_normal([CHAIN_NOISE_BLOCK_STEPS, *sample_shape],
+seed=stateless_fold_in(seed[i], k))`, and step t uses row t mod CHAIN_NOISE_BLOCK_STEPS of block
+t div CHAIN_NOISE_BLOCK_STEPS. Drawing B small tensors one by one costs one RNG kernel per chain,
+so doing it every step would cost about as much as a Langevin step of a small network at batch 64;
+drawn once per block, it costs ~1/CHAIN_NOISE_BLOCK_STEPS of that (`bench/serving_bench.py`
+measures it). A chain's samples then depend only on its own start and seed, provided the energy
+network's per-sample gradient does not depend on the batch it is computed in (true of the
+project's convolutional EBMs on CPU, checked in export/purifier_module_test.py; a matmul-heavy
+network or another device may round differently at other batch sizes).
 """
 
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -27,6 +40,10 @@ import numpy as np
 import tensorflow as tf
 
 _DYNAMIC_ARGS = ("num_steps", "step_size", "temperature")
+# Steps of per-chain noise drawn at once (part of the per-chain noise definition: changing it
+# changes the samples of per-chain-seeded runs).
+CHAIN_NOISE_BLOCK_STEPS = 32
+
 _FIXED_ARGS = ("tau", "prior_energy_fn", "prior_temperature", "joint_temperature",
                "grad_clip_norm", "metropolis", "noise_fn")
 
@@ -122,14 +139,57 @@ def _check_x_init(x_init):
   return x, [tf.debugging.Assert(finite, ["x_init must be finite; got NaN or Inf values"])]
 
 
-def _check_seed(seed):
+def _check_seed(seed, x=None, asserts=None):
+  """Checks a [2] seed, or (with `x`) also a [B, 2] per-chain seed whose B is x's batch."""
   seed = tf.convert_to_tensor(seed)
-  if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
-    raise ValueError("seed must be an int32/int64 tensor of shape [2]; got "
+  per_chain = x is not None and seed.shape.rank == 2
+  if (not seed.dtype.is_integer or seed.shape[-1:] != [2] or
+      seed.shape.rank != (2 if per_chain else 1)):
+    expected = "[2] (or [batch, 2], one seed per chain)" if x is not None else "[2]"
+    raise ValueError(f"seed must be an int32/int64 tensor of shape {expected}; got "
                      f"{seed.dtype.name} {seed.shape}")
   if seed.dtype not in (tf.int32, tf.int64):
     seed = tf.cast(seed, tf.int64)
-  return seed
+  if per_chain:
+    batch, seeds = x.shape[0], seed.shape[0]
+    if batch is not None and seeds is not None:
+      if batch != seeds:
+        raise ValueError(f"per-chain seed must have shape [batch, 2] = [{batch}, 2]; got "
+                         f"{seed.shape}")
+    else:
+      asserts.append(tf.debugging.Assert(
+          tf.equal(tf.shape(seed)[0], tf.shape(x)[0]),
+          ["per-chain seed must have shape [batch, 2]; got seeds for", tf.shape(seed)[0],
+           "chains, batch", tf.shape(x)[0]]))
+  return seed, per_chain
+
+
+def per_chain_noise(chain_seeds, block_index, sample_shape) -> tf.Tensor:
+  """The noise of `CHAIN_NOISE_BLOCK_STEPS` consecutive steps of each chain (per-chain seeds).
+
+  Block k of chain i is `tf.random.stateless_normal([CHAIN_NOISE_BLOCK_STEPS, *sample_shape],
+  seed=stateless_fold_in(chain_seeds[i], k))`: it depends on chain i's seed only. One RNG op per
+  chain (a `tf.map_fn` over the chains).
+
+  Args:
+    chain_seeds: int32/int64 [B, 2], one stateless seed per chain.
+    block_index: int32 scalar k; block k covers steps k*S .. k*S + S - 1, S =
+      CHAIN_NOISE_BLOCK_STEPS.
+    sample_shape: int32 [rank - 1] tensor or list, the non-batch shape of a chain's state.
+
+  Returns:
+    float32 [CHAIN_NOISE_BLOCK_STEPS, B, *sample_shape]: row j is the noise of step k*S + j.
+  """
+  shape = tf.concat([[CHAIN_NOISE_BLOCK_STEPS], tf.cast(sample_shape, tf.int32)], 0)
+
+  def one_chain(chain_seed):
+    return tf.random.stateless_normal(
+        shape, seed=tf.random.experimental.stateless_fold_in(chain_seed, block_index),
+        dtype=tf.float32)
+
+  draws = tf.map_fn(one_chain, chain_seeds, fn_output_signature=tf.float32)  # [B, S, ...]
+  rank = tf.rank(draws)
+  return tf.transpose(draws, tf.concat([[1, 0], tf.range(2, rank)], 0))
 
 
 def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
@@ -161,7 +221,9 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
       `training=False`); low energy = data.
     x_init: float [B, ...] (rank >= 2), e.g. NHWC images in [-1, 1]; cast to float32. Must be
       finite.
-    seed: int32/int64 [2] stateless seed.
+    seed: int32/int64 [2] stateless seed, or [B, 2] one seed per chain (unadjusted Langevin
+      only, not with `noise_fn`): chain i's noise is then `per_chain_noise` of `seed[i]`, so its
+      result does not depend on the other chains in the batch (see the module docstring).
     num_steps: int >= 0, number of Langevin steps K.
     step_size: eps > 0; the drift is (eps^2/2) * grad U and the noise scale is eps.
     temperature: T > 0; E enters U as E/T.
@@ -190,7 +252,11 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
   if not isinstance(metropolis, bool):
     raise ValueError(f"metropolis must be a Python bool; got {metropolis!r}")
   x, asserts = _check_x_init(x_init)
-  seed = _check_seed(seed)
+  seed, per_chain = _check_seed(seed, x, asserts)
+  if per_chain and (metropolis or noise_fn is not None):
+    raise ValueError("per-chain seeds (seed of shape [batch, 2]) work with unadjusted Langevin "
+                     "and the default noise only; got "
+                     + ("metropolis=True" if metropolis else "a noise_fn"))
   num_steps = _num_steps(num_steps, asserts)
   eps = _positive_scalar(step_size, "step_size", asserts)
   temperature = _positive_scalar(temperature, "temperature", asserts)
@@ -243,15 +309,29 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
     x = tf.identity(x)
 
   if not metropolis:
-    def ula_body(t, x, _):
-      step_seed = tf.random.experimental.stateless_fold_in(seed, t)
-      _, _, grad = potential_and_grad(x)
-      x = x - half_eps2 * grad + eps * noise(t, step_seed, tf.shape(x))
-      return t + 1, x, drift_norm_of(grad)
+    def ula_body(t, x, _, *block):
+      if per_chain:  # The loop also carries the current block of per-chain noise.
+        offset = t % CHAIN_NOISE_BLOCK_STEPS
+        (block,) = block
+        def next_block(block=block):
+          drawn = per_chain_noise(seed, t // CHAIN_NOISE_BLOCK_STEPS, tf.shape(x)[1:])
+          drawn.set_shape(block.shape)
+          return drawn
 
-    _, x, drift_norm = tf.while_loop(
+        block = tf.cond(tf.equal(offset, 0), next_block, lambda: block)
+        xi, block = block[offset], (block,)
+      else:
+        xi = noise(t, tf.random.experimental.stateless_fold_in(seed, t), tf.shape(x))
+      _, _, grad = potential_and_grad(x)
+      x = x - half_eps2 * grad + eps * xi
+      return (t + 1, x, drift_norm_of(grad)) + block
+
+    block = ()
+    if per_chain:
+      block = (tf.zeros(tf.concat([[CHAIN_NOISE_BLOCK_STEPS], tf.shape(x)], 0)),)
+    _, x, drift_norm, *_ = tf.while_loop(
         lambda t, *_: t < num_steps, ula_body,
-        (tf.constant(0, tf.int32), x, tf.constant(0.0)))
+        (tf.constant(0, tf.int32), x, tf.constant(0.0)) + block)
     energies = _energy_vector(energy_fn(x), "energy_fn")
     acceptance = tf.constant(1.0)
   else:

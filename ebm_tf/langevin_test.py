@@ -196,6 +196,62 @@ class LangevinTest(tf.test.TestCase, parameterized.TestCase):
              for t in range(2)]
     self.assertAllClose(result.samples, 0.5 * noise[0] + 0.5 * noise[1], rtol=1e-6, atol=1e-7)
 
+  def test_per_chain_noise_is_each_chains_own_stateless_blocks(self):
+    # Oracle: chain i's noise at step t is row t mod S of stateless_normal([S, 2, 2, 1],
+    # fold_in(seed_i, t div S)), drawn here chain by chain. 40 steps cross a block boundary.
+    block = langevin.CHAIN_NOISE_BLOCK_STEPS
+    num_steps, eps = block + 8, 0.5
+    seeds = tf.constant([[3, 1], [3, 2], [-7, 11]], tf.int64)
+    flat = lambda x: tf.zeros([tf.shape(x)[0]])
+    result = langevin.langevin_sample(flat, tf.zeros([3, 2, 2, 1]), seeds, num_steps=num_steps,
+                                      step_size=eps)
+    for i in range(3):
+      blocks = [tf.random.stateless_normal(
+          [block, 2, 2, 1], tf.random.experimental.stateless_fold_in(seeds[i], k))
+                for k in range(2)]
+      noise = tf.concat(blocks, 0)[:num_steps]
+      self.assertAllClose(result.samples[i], eps * tf.reduce_sum(noise, 0), rtol=1e-5,
+                          atol=1e-6)
+    direct = langevin.per_chain_noise(seeds, tf.constant(1), [2, 2, 1])
+    self.assertEqual(direct.shape, [block, 3, 2, 2, 1])
+    self.assertAllEqual(direct[:, 2], tf.random.stateless_normal(
+        [block, 2, 2, 1], tf.random.experimental.stateless_fold_in(seeds[2], 1)))
+
+  def test_per_chain_seeds_make_chains_independent_of_their_batch(self):
+    energy_fn = _conv_energy(4, (4, 4, 1))
+    x0 = tf.random.stateless_uniform([6, 4, 4, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
+    seeds = tf.constant([[i, 100 + i] for i in range(6)], tf.int64)
+    kwargs = dict(num_steps=langevin.CHAIN_NOISE_BLOCK_STEPS + 3, step_size=0.1)
+    run = tf.function(lambda x, s: langevin.langevin_sample(energy_fn, x, s, **kwargs).samples)
+    batch = run(x0, seeds).numpy()
+    for i in range(6):  # Alone, bitwise the same.
+      self.assertAllEqual(run(x0[i:i + 1], seeds[i:i + 1])[0], batch[i])
+    order = [5, 2, 0, 4, 1, 3]  # Another order and company: the same rows.
+    self.assertAllEqual(run(tf.gather(x0, order), tf.gather(seeds, order)), batch[order])
+    self.assertAllEqual(run(x0[:2], seeds[:2]), batch[:2])
+    # Different seeds give different chains; equal seeds on equal starts the same chain.
+    self.assertGreater(float(tf.reduce_min(tf.abs(batch[0] - batch[1]))), 0.0)
+    twins = run(tf.stack([x0[0], x0[0]]), tf.stack([seeds[0], seeds[0]])).numpy()
+    self.assertAllEqual(twins[0], twins[1])
+
+  def test_per_chain_seed_errors(self):
+    flat = lambda x: tf.zeros([tf.shape(x)[0]])
+    x0 = tf.zeros([3, 2])
+    with self.assertRaisesRegex(ValueError, r"per-chain seed must have shape \[batch, 2\] = "
+                                r"\[3, 2\]; got \(2, 2\)"):
+      langevin.langevin_sample(flat, x0, tf.zeros([2, 2], tf.int64), num_steps=1, step_size=0.1)
+    with self.assertRaisesRegex(ValueError, "unadjusted Langevin .* got metropolis=True"):
+      langevin.langevin_sample(flat, x0, tf.zeros([3, 2], tf.int64), num_steps=1, step_size=0.1,
+                               metropolis=True)
+    with self.assertRaisesRegex(ValueError, r"shape \[2\] \(or \[batch, 2\]"):
+      langevin.langevin_sample(flat, x0, tf.zeros([3, 3], tf.int64), num_steps=1, step_size=0.1)
+    run = tf.function(lambda x, s: langevin.langevin_sample(flat, x, s, num_steps=1,
+                                                            step_size=0.1).samples,
+                      input_signature=[tf.TensorSpec([None, 2]),
+                                       tf.TensorSpec([None, 2], tf.int64)])
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "per-chain seed must have shape"):
+      run(x0, tf.zeros([2, 2], tf.int64))
+
   def test_zero_steps_returns_the_input(self):
     energy_fn = _mlp_energy(5)
     x0 = tf.random.stateless_uniform([4, 2], seed=[1, 2], minval=-1.0, maxval=1.0)
