@@ -12,6 +12,9 @@ OUT receives one sampling directory per checkpoint, sweep.json and sweep.png; re
 from absl import app
 from absl import flags
 
+# Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
+from ebm_tf import tf_noise  # pylint: disable=unused-import
+
 from ebm_tf import checkpoint_sweep
 from ebm_tf import stability
 

@@ -14,6 +14,9 @@ OUT receives the samples, stability.json and stability.png. A longrun model keep
 from absl import app
 from absl import flags
 
+# Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
+from ebm_tf import tf_noise  # pylint: disable=unused-import
+
 from ebm_tf import stability
 
 

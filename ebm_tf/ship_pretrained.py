@@ -13,6 +13,9 @@ import json
 from absl import app
 from absl import flags
 
+# Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
+from ebm_tf import tf_noise  # pylint: disable=unused-import
+
 from ebm_tf import pretrained
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "the run directory to ship", required=True)

@@ -9,6 +9,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
+from ebm_tf import tf_noise  # pylint: disable=unused-import
+
 from ebm_tf import config as config_lib
 from ebm_tf import train_lib
 

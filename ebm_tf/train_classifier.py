@@ -11,6 +11,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
+from ebm_tf import tf_noise  # pylint: disable=unused-import
+
 from ebm_tf import classifier_config
 from ebm_tf import classifier_lib
 
