@@ -27,6 +27,21 @@ EXTRAS_REQUIRE = {
     ],
 }
 
+# One command per binary; ebm_tf/console_scripts.py holds the same list (console_scripts_test).
+CONSOLE_SCRIPTS = [
+    "ebm-tf-train=ebm_tf.console_scripts:train",
+    "ebm-tf-train-classifier=ebm_tf.console_scripts:train_classifier",
+    "ebm-tf-sample=ebm_tf.console_scripts:sample",
+    "ebm-tf-attack=ebm_tf.console_scripts:attack",
+    "ebm-tf-evaluate-fid=ebm_tf.console_scripts:evaluate_fid",
+    "ebm-tf-evaluate-stability=ebm_tf.console_scripts:evaluate_stability",
+    "ebm-tf-prepare-data=ebm_tf.console_scripts:prepare_data",
+    "ebm-tf-ship-pretrained=ebm_tf.console_scripts:ship_pretrained",
+    "ebm-tf-export-purifier=ebm_tf.console_scripts:export_purifier",
+    "ebm-tf-standin-server=ebm_tf.console_scripts:standin_server",
+    "ebm-tf-purify=ebm_tf.console_scripts:purify",
+]
+
 setuptools.setup(
     name="ebm-tf",
     version="0.1.0",
@@ -36,5 +51,6 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
     license="MIT",
 )
