@@ -237,6 +237,102 @@ def iid_reference(toy: toy_densities.ToyDensity, n: int, seed, bins: int = 50,
   return result
 
 
+def model_bin_probabilities(energy_fn: Callable[[tf.Tensor], tf.Tensor], bins: int,
+                            bounds, *, temperature: float = 1.0, tau: Optional[float] = None,
+                            refine: int = 8, batch_size: int = 65536) -> np.ndarray:
+  """The model's own law exp(-U) binned on a grid, U = E / T [+ ||x||^2 / (2 tau^2)].
+
+  The law the Langevin sampler targets (`ebm_tf.langevin`), normalised on the window: each of
+  the bins x bins bins is split into refine x refine cells, U is evaluated at the cell centres
+  (midpoint rule, as `toy_densities.bin_probabilities`) and the masses are divided by their
+  sum (a log-sum-exp in float64). Mass the model puts outside the window is not seen: the
+  result sums to 1 over the window.
+
+  Args:
+    energy_fn: points float32 [B, 2] -> energies [B] (e.g. `models.energy_fn(ebm)`).
+    bins: bins per axis (positive int).
+    bounds: ((x_min, x_max), (y_min, y_max)), min < max, finite.
+    temperature: T > 0.
+    tau: optional std > 0 of the Gaussian term (None or 0: off).
+    refine: midpoint cells per bin per axis (positive int).
+    batch_size: points per energy call.
+
+  Returns:
+    np.float64 [bins, bins] indexed [x_bin, y_bin], non-negative, summing to 1.
+
+  Raises:
+    ValueError: bad bins / refine / bounds / temperature / tau, or a non-finite energy on the
+      grid (named with the number of such points).
+  """
+  for name, value in (("bins", bins), ("refine", refine), ("batch_size", batch_size)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be a positive int; got {value!r}")
+  b = np.asarray(bounds, np.float64)
+  if b.shape != (2, 2) or not np.all(np.isfinite(b)) or not np.all(b[:, 1] > b[:, 0]):
+    raise ValueError(f"bounds must be ((x_min, x_max), (y_min, y_max)) with min < max; got "
+                     f"{bounds!r}")
+  if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+          and temperature > 0):
+    raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+  if tau is not None and not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
+    raise ValueError(f"tau must be None or a finite number >= 0; got {tau!r}")
+  m = int(bins) * int(refine)
+  centers = [b[d, 0] + (np.arange(m) + 0.5) * (b[d, 1] - b[d, 0]) / m for d in range(2)]
+  gx, gy = np.meshgrid(centers[0], centers[1], indexing="ij")
+  points = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+  energy = tf.function(lambda x: tf.cast(energy_fn(x), tf.float32), reduce_retracing=True)
+  energies = np.concatenate([
+      np.asarray(energy(tf.constant(points[i:i + batch_size])), np.float64)
+      for i in range(0, len(points), batch_size)])
+  if not np.all(np.isfinite(energies)):
+    raise ValueError(f"the energy is not finite at {int((~np.isfinite(energies)).sum())} of "
+                     f"{len(points)} grid points")
+  potential = energies / float(temperature)
+  if tau:
+    potential = potential + np.sum(points.astype(np.float64)**2, axis=1) / (2.0 * float(tau)**2)
+  log_w = -potential - np.max(-potential)
+  w = np.exp(log_w)
+  probs = w.reshape(int(bins), int(refine), int(bins), int(refine)).sum(axis=(1, 3))
+  return probs / probs.sum()
+
+
+def model_density_distances(energy_fn: Callable[[tf.Tensor], tf.Tensor],
+                            toy: toy_densities.ToyDensity, *, temperature: float = 1.0,
+                            tau: Optional[float] = None, bins: int = 50, bounds=None,
+                            refine: int = 8) -> Dict[str, float]:
+  """Is the model the right density? The binned distance of exp(-U) to the exact law.
+
+  No sampling is involved: the model's bin masses (`model_bin_probabilities`, normalised on
+  the window) are compared with the exact bin masses of `toy` (`toy_densities.bin_probabilities`,
+  plus the exact mass outside the window, where the model has none). This separates training
+  bias (the model's law is wrong: this distance) from sampling bias (the chains do not sample
+  the model's law: `chain_distance_curve` much above this distance plus the i.i.d. floor).
+
+  Args:
+    energy_fn, temperature, tau, refine: as in `model_bin_probabilities`.
+    toy: the data density, a `toy_densities.ToyDensity`.
+    bins: bins per axis; bounds: the window (default `toy.bounds`).
+
+  Returns:
+    dict(tv: float in [0, 1], the total variation of the two binned laws; kl: float >= 0,
+    KL(model || exact) in nats over the bins (as the chains' kl), inf if the model puts mass
+    where the exact law has none).
+  """
+  if not isinstance(toy, toy_densities.ToyDensity):
+    raise ValueError(f"toy must be a toy_densities.ToyDensity (see get_toy); got {toy!r}")
+  window = _window(toy, bounds)
+  model = model_bin_probabilities(energy_fn, bins, window, temperature=temperature, tau=tau,
+                                  refine=refine)
+  exact, outside = toy_densities.bin_probabilities(toy, bins, window, refine)
+  q = np.append(model.ravel(), 0.0)
+  p = np.append(exact.ravel(), outside)
+
+  on = q > 0
+  with np.errstate(divide="ignore"):
+    kl = float(np.sum(q[on] * (np.log(q[on]) - np.log(p[on]))))
+  return {"tv": float(0.5 * np.abs(q - p).sum()), "kl": kl}
+
+
 def _json_safe(value):
   if isinstance(value, Mapping):
     return {str(k): _json_safe(v) for k, v in value.items()}

@@ -185,6 +185,83 @@ class IidReferenceTest(tf.test.TestCase):
       toy_eval.expected_iid_tv_bound(toy, 0)
 
 
+def _normal_cdf(z):
+  return 0.5 * np.vectorize(math.erfc)(-np.asarray(z, np.float64) / math.sqrt(2.0))
+
+
+def _gaussian_bin_masses(mean, std, bins, bounds):
+  """Exact masses of N(mean, std^2 I) in the bins of the window, renormalised on the window."""
+  axis = []
+  for d in range(2):
+    edges = np.linspace(bounds[d][0], bounds[d][1], bins + 1)
+    axis.append(np.diff(_normal_cdf((edges - mean[d]) / std)))
+  masses = np.outer(axis[0], axis[1])
+  return masses / masses.sum()
+
+
+class ModelDensityTest(tf.test.TestCase):
+  """Oracle: Gaussian energies, whose law exp(-U) has closed-form bin masses (erfc)."""
+
+  def test_gaussian_energy_with_temperature_matches_cdf_masses(self):
+    mean, std, temperature = np.array([0.3, -0.2]), 0.5, 2.0
+    energy = lambda x: tf.reduce_sum(tf.square(x - mean.astype(np.float32)), 1) / (2 * std**2)
+    bounds = ((-2.5, 2.0), (-2.0, 3.0))
+    probs = toy_eval.model_bin_probabilities(energy, 15, bounds, temperature=temperature)
+    self.assertEqual(probs.shape, (15, 15))
+    self.assertAllClose(probs.sum(), 1.0)
+    # E / T is a Gaussian of std sqrt(T) * std; the midpoint rule's error is O(cell^2).
+    expected = _gaussian_bin_masses(mean, math.sqrt(temperature) * std, 15, bounds)
+    self.assertLess(np.abs(probs - expected).max(), 2e-4)
+
+  def test_tau_term_adds_a_gaussian_factor(self):
+    # E = 0 with the tau term: U = ||x||^2 / (2 tau^2), the law N(0, tau^2 I).
+    flat = lambda x: tf.zeros([tf.shape(x)[0]])
+    bounds = ((-2.0, 2.0), (-2.0, 2.0))
+    probs = toy_eval.model_bin_probabilities(flat, 10, bounds, tau=0.6, refine=6)
+    self.assertLess(np.abs(probs - _gaussian_bin_masses((0.0, 0.0), 0.6, 10, bounds)).max(), 5e-4)
+    uniform = toy_eval.model_bin_probabilities(flat, 10, bounds, tau=None)
+    self.assertAllClose(uniform, np.full([10, 10], 0.01))
+
+  def test_true_energy_is_the_right_density_and_a_hot_one_is_not(self):
+    toy = toy_densities.get_toy("eight_gaussians")
+    right = toy_eval.model_density_distances(toy.energy, toy, bins=_BINS)
+    # Only the exact mass outside the window (< 1e-6) and float32 energies separate the two.
+    self.assertLess(right["tv"], 1e-4)
+    self.assertLess(right["kl"], 1e-4)
+    # T divides the energy: 2 E at T = 2 is the truth again.
+    doubled = toy_eval.model_density_distances(lambda x: 2.0 * toy.energy(x), toy,
+                                               temperature=2.0, bins=_BINS)
+    self.assertLess(doubled["tv"], 1e-4)
+    # At T = 2 the law is sqrt(p) normalised: close to the mixture of the 8 components with std
+    # 0.2 sqrt(2) (they barely overlap), whose bin masses are exact CDF differences; the
+    # overlap regions (where sqrt(a + b) != sqrt(a) + sqrt(b)) account for < 0.01 of TV.
+    hot = toy_eval.model_density_distances(toy.energy, toy, temperature=2.0, bins=_BINS)
+    window = toy.bounds
+    mix = lambda s: sum(_gaussian_bin_masses(c, s, _BINS, window) for c in toy.centers) / 8.0
+    expected = 0.5 * np.abs(mix(0.2 * math.sqrt(2.0)) - mix(0.2)).sum()
+    self.assertAllClose(hot["tv"], expected, atol=0.01)
+    self.assertGreater(hot["tv"], 0.2)
+
+  def test_bad_arguments(self):
+    toy = toy_densities.get_toy("eight_gaussians")
+    bounds = toy.bounds
+    with self.assertRaisesRegex(ValueError, "bins must be a positive int; got 0"):
+      toy_eval.model_bin_probabilities(toy.energy, 0, bounds)
+    with self.assertRaisesRegex(ValueError, "refine must be a positive int; got 1.5"):
+      toy_eval.model_bin_probabilities(toy.energy, 4, bounds, refine=1.5)
+    with self.assertRaisesRegex(ValueError, "bounds must be"):
+      toy_eval.model_bin_probabilities(toy.energy, 4, ((1, 0), (0, 1)))
+    with self.assertRaisesRegex(ValueError, "temperature must be a finite number > 0; got 0"):
+      toy_eval.model_bin_probabilities(toy.energy, 4, bounds, temperature=0)
+    with self.assertRaisesRegex(ValueError, "tau must be None or a finite number >= 0; got -1"):
+      toy_eval.model_bin_probabilities(toy.energy, 4, bounds, tau=-1)
+    nan_at_origin = lambda x: tf.where(tf.norm(x, axis=1) < 0.3, np.nan, 0.0)
+    with self.assertRaisesRegex(ValueError, "energy is not finite at [0-9]+ of 256 grid points"):
+      toy_eval.model_bin_probabilities(nan_at_origin, 4, ((-1, 1), (-1, 1)), refine=4)
+    with self.assertRaisesRegex(ValueError, "toy must be a toy_densities.ToyDensity"):
+      toy_eval.model_density_distances(toy.energy, "eight_gaussians")
+
+
 class OutputTest(tf.test.TestCase):
 
   def _decode(self, path):
