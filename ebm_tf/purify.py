@@ -13,6 +13,9 @@ independent purifications of the same image:
 All Langevin steps are run by `ebm_tf.langevin.langevin_sample` (the project's one sampler).
 The R repeats of a batch of B images are one chain batch of R*B chains ([R*B, H, W, C], repeat r
 holds rows r*B .. r*B + B - 1), so one stateless seed gives all R*B independent noise streams.
+With per-image seeds ([B, 2], `per_image_chain_seeds`), repeat r of image i is the chain seeded
+`stateless_fold_in(seeds[i], r)` (the sampler's per-chain seeds), so an image's purifications
+depend only on its own pixels and seed, not on the other images of the batch.
 
 Eagerly, `purify` and `eot_logits` run the sampler's loop op by op; for speed use
 `make_purifier` / `make_eot_logits`, which return `tf.function`s with a `None` batch dimension
@@ -137,6 +140,32 @@ def mean_logits(classifier: Classifier, purified: tf.Tensor) -> tf.Tensor:
   return tf.reduce_mean(logits, axis=0)
 
 
+def per_image_chain_seeds(seeds, num_repeats) -> tf.Tensor:
+  """The per-chain seeds of R repeats of B images: chain r*B + i gets fold_in(seeds[i], r).
+
+  Args:
+    seeds: int32/int64 [B, 2], one stateless seed per image.
+    num_repeats: int >= 1 (Python int or int scalar tensor), R.
+
+  Returns:
+    int64 [R*B, 2] seeds, repeat-major like the chains of `purify`.
+
+  Raises:
+    ValueError: seeds not an integer [B, 2] tensor, or num_repeats < 1.
+  """
+  seeds = tf.convert_to_tensor(seeds)
+  if not seeds.dtype.is_integer or seeds.shape.rank != 2 or seeds.shape[1] != 2:
+    raise ValueError(f"per-image seeds must be an int32/int64 tensor of shape [batch, 2]; got "
+                     f"{seeds.dtype.name} {seeds.shape}")
+  seeds = tf.cast(seeds, tf.int64)
+  reps = check_num_repeats(num_repeats)
+  tiled = tf.tile(seeds, tf.stack([reps, 1]))
+  repeat_ids = tf.repeat(tf.range(reps), tf.shape(seeds)[0])
+  return tf.map_fn(
+      lambda pair: tf.cast(tf.random.experimental.stateless_fold_in(pair[0], pair[1]), tf.int64),
+      (tiled, repeat_ids), fn_output_signature=tf.int64)
+
+
 def purify(energy_fn: EnergyFn,
            images,
            seed,
@@ -154,7 +183,9 @@ def purify(energy_fn: EnergyFn,
   Args:
     energy_fn: maps x float32 [N, H, W, C] to energies [N] or [N, 1]; low energy = data.
     images: float [B, H, W, C] in [-1, 1].
-    seed: int32/int64 [2] stateless seed; the same seed gives the same purifications.
+    seed: int32/int64 [2] stateless seed; the same seed gives the same purifications. Or
+      [B, 2], one seed per image (`per_image_chain_seeds`): image i's purifications then depend
+      only on images[i] and seed[i], whatever else is in the batch.
     num_steps: int >= 0, Langevin steps K (reference: 2000 on CIFAR-10).
     step_size: eps > 0 (reference: 0.01).
     temperature: T > 0 (reference: 1e-4).
@@ -170,6 +201,8 @@ def purify(energy_fn: EnergyFn,
   x = check_images(images)
   reps = check_num_repeats(num_repeats)
   tiled = tf.tile(x, tf.stack([reps, 1, 1, 1]))
+  if tf.convert_to_tensor(seed).shape.rank == 2:
+    seed = per_image_chain_seeds(seed, reps)
   result = langevin.langevin_sample(energy_fn, tiled, seed, num_steps=num_steps,
                                     step_size=step_size, temperature=temperature)
   out = tf.reshape(result.samples, tf.concat([[reps], tf.shape(x)], 0))

@@ -59,6 +59,27 @@ class PurifyTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotAllClose(a, c)
     self.assertNotAllClose(a[0], a[1])  # the repeats are independent chains
 
+  def test_per_image_seeds_fold_the_repeat_into_each_images_seed(self):
+    # Oracle: repeat r of image i is the sampler's chain seeded fold_in(seeds[i], r), run alone.
+    from ebm_tf import langevin  # pylint: disable=g-import-not-at-top
+    energy = _quadratic_energy(1.0, 5.0)
+    x = _images(3)
+    seeds = tf.constant([[1, 5], [2, 5], [1, 6]], tf.int64)
+    kwargs = dict(num_steps=3, step_size=0.1, temperature=1.0)
+    out = purify.purify(energy, x, seeds, num_repeats=2, **kwargs)
+    self.assertEqual(out.shape, (2, 3, 4, 4, 1))
+    for r in range(2):
+      for i in range(3):
+        chain_seed = tf.random.experimental.stateless_fold_in(seeds[i], r)[None]
+        alone = langevin.langevin_sample(energy, x[i:i + 1], chain_seed, **kwargs).samples
+        self.assertAllEqual(out[r, i], alone[0])
+    # An image's purifications do not depend on the rest of the batch.
+    self.assertAllEqual(purify.purify(energy, x[1:2], seeds[1:2], num_repeats=2, **kwargs),
+                        out[:, 1:2])
+    self.assertNotAllClose(out[0], out[1])
+    with self.assertRaisesRegex(ValueError, r"per-image seeds must be .* \[batch, 2\]"):
+      purify.per_image_chain_seeds(tf.zeros([3, 3], tf.int64), 1)
+
   def test_zero_steps_returns_the_images_repeated(self):
     x = _images(3)
     out = purify.purify(_zero_energy, x, _SEED, num_steps=0, step_size=0.1, temperature=1.0,
