@@ -3,12 +3,14 @@
 On a machine without a GPU every TensorFlow process prints C++ log lines that read like failures
 but change nothing: `failed call to cuInit` (the CUDA probe), grappler's `remapper failed:
 INVALID_ARGUMENT` for input-gradient graphs of Keras 3 networks (the graph still runs unfused),
-CPU-feature notices, and Python-side INFO lines such as checkpoint `Sharding callback duration`.
+CPU-feature notices, and INFO lines of TensorFlow's Python code such as checkpointing's
+`Sharding callback duration`.
 A binary imports this module before anything imports TensorFlow; then, unless the command line
 has `--show_tf_logs`, TensorFlow's C++ logging is limited to FATAL (`TF_CPP_MIN_LOG_LEVEL=3`, only
 if the variable is not already set), the lines TensorFlow's import writes before that setting
 takes effect (the CUDA-driver probe) are filtered out (all of them are shown if the import
-fails), and the Python `tensorflow` logger is set to WARNING. Errors still
+fails), the Python `tensorflow` logger is set to WARNING, and INFO lines that TensorFlow's or
+Keras's own files log through absl are dropped. Errors still
 reach the user as Python exceptions; ebm-tf's own progress lines (absl logging) are unaffected.
 Libraries and tests never import this module, so they keep TensorFlow's defaults.
 """
@@ -20,6 +22,7 @@ import sys
 import tempfile
 
 from absl import flags
+from absl import logging as absl_logging
 
 SHOW_FLAG = "show_tf_logs"
 _SHOW_ARGS = (f"--{SHOW_FLAG}", f"--{SHOW_FLAG}=true", f"--{SHOW_FLAG}=True", f"--{SHOW_FLAG}=1")
@@ -63,8 +66,21 @@ def _import_tensorflow_filtering_noise() -> None:
       sys.stderr.flush()
 
 
+# Library code that logs INFO lines through absl (e.g. checkpointing's "Sharding callback
+# duration") is recognised by its source file's path.
+_LIBRARY_SOURCE = re.compile(r"[/\\](tensorflow|keras|tf_keras)[/\\]")
+
+
+class _LibraryInfoFilter(logging.Filter):
+  """Drops log records below WARNING that come from TensorFlow's or Keras's own source files."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not _LIBRARY_SOURCE.search(record.pathname)
+
+
 if quiet_requested(sys.argv):
   if "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _import_tensorflow_filtering_noise()
   logging.getLogger("tensorflow").setLevel(logging.WARNING)
+  absl_logging.get_absl_handler().addFilter(_LibraryInfoFilter())

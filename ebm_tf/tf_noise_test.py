@@ -1,5 +1,6 @@
 """Tests of ebm_tf.tf_noise: a binary is quiet about TensorFlow's noise unless asked."""
 
+import logging
 import os
 import re
 import subprocess
@@ -46,6 +47,17 @@ class TfNoiseTest(absltest.TestCase):
     self.assertFalse(tf_noise.quiet_requested(["prog", "--show_tf_logs"]))
     self.assertFalse(tf_noise.quiet_requested(["prog", "--show_tf_logs=true"]))
     self.assertTrue(tf_noise.quiet_requested(["--show_tf_logs"]))  # argv[0] is the program
+
+  def test_library_info_filter_drops_only_tensorflow_and_keras_info_lines(self):
+    def record(path, level):
+      return logging.LogRecord("absl", level, path, 1, "message", None, None)
+    library_filter = tf_noise._LibraryInfoFilter()  # pylint: disable=protected-access
+    tf_file = "/venv/lib/python3.11/site-packages/tensorflow/python/checkpoint/functional_saver.py"
+    keras_file = "/venv/lib/python3.11/site-packages/keras/src/trainers/trainer.py"
+    self.assertFalse(library_filter.filter(record(tf_file, logging.INFO)))
+    self.assertFalse(library_filter.filter(record(keras_file, logging.INFO)))
+    self.assertTrue(library_filter.filter(record(tf_file, logging.WARNING)))
+    self.assertTrue(library_filter.filter(record("/work/main/ebm_tf/summaries.py", logging.INFO)))
 
   def test_default_output_has_no_tensorflow_log_lines_and_the_flag_brings_them_back(self):
     quiet = _run()
