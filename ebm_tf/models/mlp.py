@@ -14,12 +14,15 @@ SMOOTH_ACTIVATIONS = ("swish", "elu", "softplus", "gelu", "tanh")
 
 
 def ebm_mlp(input_shape: Sequence[int] = (2,), hidden_units: Sequence[int] = (128, 128, 128),
-            activation: str = "swish", dtype: Optional[str] = None) -> keras.Model:
+            activation: str = "swish", dtype: Optional[str] = None,
+            width: Optional[int] = None) -> keras.Model:
   """Builds x -> [Dense(units, activation)] * len(hidden_units) -> Dense(1, no bias).
 
   Args:
     input_shape: (D,), the data dimension.
     hidden_units: widths of the hidden layers.
+    width: if set (a positive int, e.g. from `--ebm_width`), every hidden layer gets this width
+      (the number of layers stays len(hidden_units)).
     activation: one of SMOOTH_ACTIVATIONS.
     dtype: Keras dtype policy for the hidden layers; the output layer is float32.
 
@@ -33,6 +36,10 @@ def ebm_mlp(input_shape: Sequence[int] = (2,), hidden_units: Sequence[int] = (12
   if activation not in SMOOTH_ACTIVATIONS:
     raise ValueError(f"ebm_mlp activation must be one of {SMOOTH_ACTIVATIONS} (smooth, for "
                      f"Langevin gradients); got {activation!r}")
+  if width is not None:
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+      raise ValueError(f"ebm_mlp width must be a positive int; got {width!r}")
+    hidden_units = (width,) * len(hidden_units)
   if not hidden_units or any(int(u) < 1 for u in hidden_units):
     raise ValueError(f"ebm_mlp needs at least one hidden layer of positive width; "
                      f"got hidden_units {hidden_units!r}")

@@ -49,7 +49,14 @@ class MlpTest(tf.test.TestCase):
     model = mlp.ebm_mlp((5,), hidden_units=(8, 8), activation="elu")
     self.assertEqual(model(tf.zeros([3, 5])).shape, (3, 1))
 
+  def test_width_sets_every_hidden_layer(self):
+    model = mlp.ebm_mlp((2,), width=32)
+    self.assertEqual([model.get_layer(f"dense{i}").units for i in (1, 2, 3)], [32, 32, 32])
+    self.assertEqual(model.count_params(), (2 * 32 + 32) + 2 * (32 * 32 + 32) + 32)
+
   def test_bad_arguments(self):
+    with self.assertRaisesRegex(ValueError, "ebm_mlp width must be a positive int; got 0"):
+      mlp.ebm_mlp((2,), width=0)
     with self.assertRaisesRegex(ValueError, r"smooth.*got 'relu'"):
       mlp.ebm_mlp((2,), activation="relu")
     with self.assertRaisesRegex(
