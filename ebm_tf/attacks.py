@@ -32,6 +32,17 @@ softmax cross-entropy on logits, l_inf, clip to [-1, 1]):
   mu = `MIM_DECAY_FACTOR` = 1, cleverhans' default), X_adv <- clip(Proj(X_adv + eta sign(g)),
   -1, 1); random_start must be False. The momentum starts at 0 and is updated at every step
   for every image (also broken ones, like the iterate itself).
+- 'apgd': APGD's step-size schedule (Croce and Hein 2020, Algorithm 1, l_inf, CE loss), as the
+  reference implementation (fra31/auto-attack `APGDAttack`, torchattacks.APGD) computes it;
+  step_size_255 must be 2 * eps_255 (the initial step), random_start either. Per image: a
+  step size eta (initially 2 eps) and the best point x_max (highest loss so far, initially
+  the start point). Step t: z = P(x_t + eta sign(grad)), x_{t+1} = P(x_t + a (z - x_t) +
+  (1 - a)(x_t - x_{t-1})) with a = 1 at the first step and `APGD_MOMENTUM` = 0.75 after (P:
+  the eps-ball, then [-1, 1]). After the evaluations `apgd_checkpoints(adv_steps)` an image
+  halves eta and restarts from x_max (with x_max's gradient) when `apgd_halve` says so. The
+  loss is the CE of the logits the attack evaluates (with EOT: of the EOT-averaged logits).
+  There is no undefended cleverhans function; ebm_tf/attacks_test.py compares it with
+  torchattacks.APGD when that package is installed.
 
 Gradients through the purifier:
 - BPDA (`bpda_purify`): forward = Langevin purification, backward = identity, so the gradient
@@ -52,7 +63,7 @@ fold_in(seed, i) on its i-th call (i = 0, 1, ..., counted by its `calls` variabl
 """
 
 import statistics
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from absl import logging
 from cleverhans.tf2 import utils as cleverhans_utils
@@ -69,9 +80,13 @@ LogitsFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 _BALL_TOLERANCE = 1e-5  # float32 rounding of x + (x_adv - x) on [-1, 1] pixels
 
-ATTACK_METHODS = ("pgd", "bim", "fgm", "mim")
+ATTACK_METHODS = ("pgd", "bim", "fgm", "mim", "apgd")
 MIM_DECAY_FACTOR = 1.0  # cleverhans' momentum_iterative_method default decay_factor
 _MIM_ZERO_DIVISION = 1e-12  # cleverhans' floor on mean |grad|
+# APGD (Croce and Hein 2020; the reference implementation's values).
+APGD_MOMENTUM = 0.75  # alpha
+APGD_RHO = 0.75  # condition 1: the loss increased in at most rho of the steps since the check
+APGD_INITIAL_STEP = 2.0  # eta_0 = 2 eps
 
 
 def _number(value, name, *, minimum=0.0, strict=False) -> float:
@@ -444,25 +459,28 @@ def _logits_of(logits_fn, images, seed, batch_name):
 
 
 def attack_method_settings(attack_method: str, *, eps_255, step_size_255, adv_steps,
-                           random_start: bool) -> Optional[float]:
-  """Checks that the attack settings fit `attack_method`; returns pgd_attack's momentum_decay.
+                           random_start: bool) -> Dict[str, Any]:
+  """Checks that the attack settings fit `attack_method`; returns its `pgd_attack` arguments.
 
   Args:
-    attack_method: one of `ATTACK_METHODS` ('pgd', 'bim', 'fgm', 'mim'; module docstring).
+    attack_method: one of `ATTACK_METHODS` ('pgd', 'bim', 'fgm', 'mim', 'apgd'; module
+      docstring).
     eps_255, step_size_255: the l_inf radius and step in /255 units.
     adv_steps: attack steps.
     random_start: whether the attack starts from a random point of the eps-ball.
 
   Returns:
-    `MIM_DECAY_FACTOR` for 'mim', else None (plain sign-gradient steps).
+    {"momentum_decay": `MIM_DECAY_FACTOR` for 'mim', else None; "apgd": True for 'apgd'}, to
+    pass to `pgd_attack` as keyword arguments.
 
   Raises:
     ValueError: an unknown method; random_start with 'bim', 'fgm' or 'mim' (they start from
-      the clean images); 'fgm' with adv_steps != 1 or step_size_255 != eps_255.
+      the clean images); 'fgm' with adv_steps != 1 or step_size_255 != eps_255; 'apgd' with
+      step_size_255 != 2 * eps_255 (its initial step).
   """
   if not isinstance(attack_method, str) or attack_method not in ATTACK_METHODS:
     raise ValueError(f"attack_method must be one of {ATTACK_METHODS}; got {attack_method!r}")
-  if attack_method != "pgd" and random_start:
+  if attack_method not in ("pgd", "apgd") and random_start:
     raise ValueError(f"attack_method {attack_method!r} starts from the clean images (as "
                      f"cleverhans' version does): set random_start=False (--random_start=false), "
                      f"or use attack_method 'pgd' for a random start; got random_start=True")
@@ -470,7 +488,119 @@ def attack_method_settings(attack_method: str, *, eps_255, step_size_255, adv_st
     raise ValueError(f"attack_method 'fgm' is one step of size eps: it needs adv_steps=1 and "
                      f"step_size_255 = eps_255 = {eps_255!r}; got adv_steps={adv_steps!r}, "
                      f"step_size_255={step_size_255!r}")
-  return MIM_DECAY_FACTOR if attack_method == "mim" else None
+  if attack_method == "apgd" and step_size_255 != APGD_INITIAL_STEP * eps_255:
+    raise ValueError(f"attack_method 'apgd' starts with the step 2 * eps and then sets it "
+                     f"itself: it needs step_size_255 = 2 * eps_255 = "
+                     f"{APGD_INITIAL_STEP * eps_255!r} (--step_size_255); got "
+                     f"step_size_255={step_size_255!r}")
+  return {"momentum_decay": MIM_DECAY_FACTOR if attack_method == "mim" else None,
+          "apgd": attack_method == "apgd"}
+
+
+def apgd_checkpoints(n_iter: int) -> List[int]:
+  """The evaluations after which APGD checks (and may halve) each image's step size.
+
+  As the reference implementation (fra31/auto-attack `APGDAttack`, torchattacks.APGD): the
+  first check after h_0 = max(floor(0.22 n), 1) steps, then every h_{j+1} = max(h_j -
+  max(floor(0.03 n), 1), max(floor(0.06 n), 1)) steps, while <= n. This is Croce and Hein's
+  w_j = ceil(p_j n), p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), with
+  every increment rounded down instead: identical for n = 100 (22, 41, 57, 70, 80, 87, 93, 99),
+  fewer checks for n = 50 (11, 21, 30, 38, 45 against the paper's 11, 21, 29, 35, 40, 44, 47,
+  50).
+
+  Args:
+    n_iter: int >= 0, the attack steps (adv_steps).
+
+  Returns:
+    The increasing evaluation indices t in [1, n_iter] (evaluation t = the iterate after t
+    steps); [] for n_iter = 0.
+  """
+  n_iter = _count(n_iter, "n_iter")
+  if n_iter == 0:
+    return []
+  h = max(int(0.22 * n_iter), 1)
+  decrease, minimum = max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+  checks, t = [], h
+  while t <= n_iter:
+    checks.append(t)
+    h = max(h - decrease, minimum)
+    t += h
+  return checks
+
+
+def apgd_halve(losses, best_loss, best_loss_at_last_check, reduced_at_last_check,
+               rho: float = APGD_RHO) -> np.ndarray:
+  """APGD's rule at a checkpoint: which images halve their step size (and restart from x_max).
+
+  Args:
+    losses: float [h + 1, B]: row 0 the loss at the previous checkpoint's evaluation, rows
+      1..h the losses at the h evaluations since (the last one is this checkpoint's). At the
+      first checkpoint the reference implementations compare with 0 (their loss array wraps
+      around to a row not yet written), not with the start point's loss: `pgd_attack` passes
+      0 there too.
+    best_loss: float [B], the highest loss so far (this checkpoint included).
+    best_loss_at_last_check: float [B], the highest loss at the previous checkpoint (at the
+      first: the start point's loss).
+    reduced_at_last_check: bool [B], whether the step was halved at the previous checkpoint
+      (all True at the first checkpoint: condition 2 starts at the second).
+    rho: the fraction of condition 1, in [0, 1].
+
+  Returns:
+    bool [B]: condition 1, the loss increased (strictly) in at most rho * h of the h steps
+    (the reference's <=; Algorithm 1 writes <); or condition 2, the step was not halved at the
+    previous checkpoint and the best loss did not increase since.
+  """
+  losses = np.asarray(losses)
+  if losses.ndim != 2 or losses.shape[0] < 2:
+    raise ValueError(f"losses must have shape [h + 1, B] with h >= 1; got {losses.shape}")
+  rho = _number(rho, "rho")
+  h = losses.shape[0] - 1
+  increases = np.sum(losses[1:] > losses[:-1], axis=0)
+  oscillating = increases <= h * rho
+  stalled = ~np.asarray(reduced_at_last_check, bool) & (
+      np.asarray(best_loss_at_last_check) >= np.asarray(best_loss))
+  return oscillating | stalled
+
+
+class _ApgdState:
+  """APGD's per-image step sizes, best points and momentum step (numpy, float32)."""
+
+  def __init__(self, images: np.ndarray, eps: float, initial_step: float, adv_steps: int):
+    self._low = images - np.float32(eps)
+    self._high = images + np.float32(eps)
+    self._shape = (-1,) + (1,) * (images.ndim - 1)
+    self.step_size = np.full(images.shape[0], initial_step, np.float32)
+    self._checkpoints = apgd_checkpoints(adv_steps)
+    self._last_check = 0
+
+  def step(self, t: int, x_adv: np.ndarray, loss: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """The iterate after step t from evaluation t (x_adv, its loss [B] and gradient)."""
+    x_adv, grad = x_adv.copy(), grad.copy()
+    if t == 0:
+      self.x_best, self.grad_best, self.loss_best = x_adv.copy(), grad.copy(), loss.copy()
+      self._best_at_check = loss.copy()
+      self._reduced = np.ones(loss.shape, bool)
+      self._losses = [np.zeros_like(loss)]  # row t: the loss at evaluation t (row 0: see above)
+      self._x_old = x_adv.copy()
+    else:
+      self._losses.append(loss)
+      better = loss > self.loss_best
+      self.x_best[better], self.grad_best[better] = x_adv[better], grad[better]
+      self.loss_best[better] = loss[better]
+      if t in self._checkpoints:
+        halve = apgd_halve(np.stack(self._losses[self._last_check:t + 1]), self.loss_best,
+                           self._best_at_check, self._reduced)
+        self._reduced, self._best_at_check = halve, self.loss_best.copy()
+        self._last_check = t
+        self.step_size[halve] /= 2.0
+        x_adv[halve], grad[halve] = self.x_best[halve], self.grad_best[halve]
+    a = 1.0 if t == 0 else APGD_MOMENTUM
+    previous_step = x_adv - self._x_old
+    self._x_old = x_adv.copy()
+    z = x_adv + self.step_size.reshape(self._shape) * np.sign(grad)
+    z = np.clip(np.minimum(np.maximum(z, self._low), self._high), -1.0, 1.0)
+    x_new = x_adv + (z - x_adv) * a + previous_step * (1.0 - a)
+    return np.clip(np.minimum(np.maximum(x_new, self._low), self._high), -1.0, 1.0)
 
 
 def pgd_attack(attack_logits_fn: LogitsFn,
@@ -486,13 +616,15 @@ def pgd_attack(attack_logits_fn: LogitsFn,
                verify_batch_size: Optional[int] = None,
                random_start: bool = True,
                momentum_decay: Optional[float] = None,
+               apgd: bool = False,
                loss_fn=None,
                return_trajectory: bool = False,
                log_every: int = 0) -> AttackResult:
   """l_inf PGD with permanent-break bookkeeping (the protocol in the module docstring).
 
   The one attack loop of this module: BIM is PGD without a random start, FGM one step of size
-  eps without one, and MIM adds `momentum_decay` (see `attack_method_settings`).
+  eps without one, MIM adds `momentum_decay` and APGD (`apgd`) sets each image's step itself
+  (see `attack_method_settings`).
 
   Args:
     attack_logits_fn: `(images [N, H, W, C], seed int32 [2]) -> logits [N, K]`, differentiable
@@ -515,6 +647,8 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     momentum_decay: None: step along sign(grad). A number mu >= 0: the momentum iterative
       method, g <- mu g + grad / max(mean |grad|, 1e-12) (mean per image), step along
       sign(g), g starting at 0 (cleverhans' `momentum_iterative_method` with decay_factor=mu).
+    apgd: APGD's step-size schedule and momentum (module docstring) with initial step
+      step_size_255 (2 * eps_255 for APGD proper); not with momentum_decay.
     loss_fn: `loss_fn(labels=, logits=) -> [N]` maximised by the attack (cleverhans'
       convention); default softmax cross-entropy.
     return_trajectory: keep every evaluated X_adv in the result.
@@ -543,6 +677,11 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     raise ValueError("verify_all=True needs a verify_logits_fn")
   if momentum_decay is not None:
     momentum_decay = _number(momentum_decay, "momentum_decay")
+  if not isinstance(apgd, (bool, np.bool_)):
+    raise ValueError(f"apgd must be True or False; got {apgd!r}")
+  if apgd and momentum_decay is not None:
+    raise ValueError(f"apgd has its own momentum: momentum_decay must be None; got "
+                     f"{momentum_decay!r}")
   if loss_fn is None:
     loss_fn = tf.nn.sparse_softmax_cross_entropy_with_logits
 
@@ -574,7 +713,7 @@ def pgd_attack(attack_logits_fn: LogitsFn,
       direction = momentum
     x_new = x_adv + cleverhans_utils.optimize_linear(direction, eta, np.inf)
     x_new = x_orig + cleverhans_utils.clip_eta(x_new - x_orig, np.inf, eps)
-    return logits, tf.clip_by_value(x_new, -1.0, 1.0), momentum
+    return logits, tf.clip_by_value(x_new, -1.0, 1.0), momentum, loss, grad
 
   verify = None
   if verify_logits_fn is not None:
@@ -622,13 +761,18 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     x_adv = x
   check_perturbation(x_adv, x_np, eps, "the random start")
   momentum = tf.zeros_like(x)  # MIM's accumulated gradient (unused without momentum_decay)
+  apgd_state = _ApgdState(x_np, eps, eta, adv_steps) if apgd else None
   trajectory = []
   attack_seed = _fold(seed, 2)
   verify_seed = _fold(seed, 3)
   for t in range(adv_steps + 1):
     step_seed = _fold(attack_seed, t)
-    logits, x_next, next_momentum = attack_step(x_adv, x, y, step_seed, eps, eta, momentum)
-    x_next = x_next if t < adv_steps else None
+    logits, x_next, next_momentum, loss, grad = attack_step(x_adv, x, y, step_seed, eps, eta,
+                                                            momentum)
+    if t == adv_steps:
+      x_next = None
+    elif apgd_state is not None:
+      x_next = tf.constant(apgd_state.step(t, x_adv.numpy(), loss.numpy(), grad.numpy()))
     logits = logits.numpy()
     check_num_classes(logits)
     wrong = np.argmax(logits, axis=-1) != y
@@ -648,7 +792,7 @@ def pgd_attack(attack_logits_fn: LogitsFn,
       logging.info("attack evaluation %d/%d: defended %d of %d (attack-eval accuracy %.3f)", t,
                    adv_steps, int(defended.sum()), y.size, float(np.mean(~wrong)))
     if x_next is not None:
-      check_perturbation(x_next, x_np, eps, f"x_adv after PGD step {t + 1}")
+      check_perturbation(x_next, x_np, eps, f"x_adv after step {t + 1}")
       x_adv, momentum = x_next, next_momentum
   adversarial[defended] = x_adv.numpy()[defended]
   return AttackResult(
@@ -711,8 +855,9 @@ def bpda_eot_pgd(classifier: purify_lib.Classifier,
     purify_steps, purify_step_size, purify_temperature: the defense's Langevin K, eps, T.
     eot_attack_reps, eot_defense_reps: purifications per image for the attack and for
       verification (ints >= 1).
-    attack_method: 'pgd', 'bim', 'fgm' or 'mim' (module docstring), with the same gradients,
-      EOT and verification; see `attack_method_settings` for the settings each needs.
+    attack_method: 'pgd', 'bim', 'fgm', 'mim' or 'apgd' (module docstring), with the same
+      gradients, EOT and verification; see `attack_method_settings` for the settings each
+      needs.
 
   Returns:
     An `AttackResult`.
@@ -721,9 +866,8 @@ def bpda_eot_pgd(classifier: purify_lib.Classifier,
     ValueError: for any bad argument (see `pgd_attack`; purify settings, reps < 1, settings
       that do not fit attack_method).
   """
-  momentum_decay = attack_method_settings(attack_method, eps_255=eps_255,
-                                          step_size_255=step_size_255, adv_steps=adv_steps,
-                                          random_start=random_start)
+  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
+                                  adv_steps=adv_steps, random_start=random_start)
   settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
   eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
   eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
@@ -737,8 +881,7 @@ def bpda_eot_pgd(classifier: purify_lib.Classifier,
                     verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
                                                    eot_defense_reps),
                     verify_batch_size=verify_batch_size, random_start=random_start,
-                    momentum_decay=momentum_decay, return_trajectory=return_trajectory,
-                    log_every=log_every)
+                    return_trajectory=return_trajectory, log_every=log_every, **method)
 
 
 def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
@@ -777,9 +920,8 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
   Raises:
     ValueError: as `bpda_eot_pgd`, and for an attack chain longer than max_chain_steps.
   """
-  momentum_decay = attack_method_settings(attack_method, eps_255=eps_255,
-                                          step_size_255=step_size_255, adv_steps=adv_steps,
-                                          random_start=random_start)
+  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
+                                  adv_steps=adv_steps, random_start=random_start)
   settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
   eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
   eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
@@ -802,8 +944,7 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
                                                    eot_defense_reps),
                     verify_all=chain != settings["num_steps"],
                     verify_batch_size=verify_batch_size, random_start=random_start,
-                    momentum_decay=momentum_decay, return_trajectory=return_trajectory,
-                    log_every=log_every)
+                    return_trajectory=return_trajectory, log_every=log_every, **method)
 
 
 def undefended_pgd(classifier: purify_lib.Classifier,
@@ -822,16 +963,15 @@ def undefended_pgd(classifier: purify_lib.Classifier,
 
   Arguments as in `pgd_attack`, and attack_method as in `bpda_eot_pgd`; `classifier` is a
   Keras model (training=False) or a callable images -> logits [N, K]. The seed only draws the
-  random start. Here each method equals its cleverhans.tf2 function (module docstring).
+  random start. Here each method equals its cleverhans.tf2 function, and 'apgd' (without a
+  random start) torchattacks.APGD's iterates (module docstring).
   """
-  momentum_decay = attack_method_settings(attack_method, eps_255=eps_255,
-                                          step_size_255=step_size_255, adv_steps=adv_steps,
-                                          random_start=random_start)
+  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
+                                  adv_steps=adv_steps, random_start=random_start)
 
   def logits(x, unused_seed):
     return purify_lib.classify(classifier, x)
 
   return pgd_attack(logits, images, labels, seed, eps_255=eps_255, step_size_255=step_size_255,
                     adv_steps=adv_steps, random_start=random_start,
-                    momentum_decay=momentum_decay, return_trajectory=return_trajectory,
-                    log_every=log_every)
+                    return_trajectory=return_trajectory, log_every=log_every, **method)

@@ -6,7 +6,10 @@ against closed forms and an independent unrolled chain, and bad arguments.
 A small CNN is trained on sklearn digits (8x8x1) once per test class; the EBM is a tiny random
 `ebm_small`, which is enough for the mechanics of purification."""
 
+import fractions
+import math
 import re
+from unittest import mock
 
 import keras
 import numpy as np
@@ -386,7 +389,7 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
        "shape [2]"),
       ("bad_seed", dict(seed=[1, 2, 3]), "seed must be an int32/int64 tensor of shape [2]"),
       ("bad_method", dict(attack_method="cw"),
-       "attack_method must be one of ('pgd', 'bim', 'fgm', 'mim'); got 'cw'"),
+       "attack_method must be one of ('pgd', 'bim', 'fgm', 'mim', 'apgd'); got 'cw'"),
       ("upper_case_method", dict(attack_method="MIM"), "attack_method must be one of"),
       ("bim_with_random_start", dict(attack_method="bim"),
        "attack_method 'bim' starts from the clean images"),
@@ -397,6 +400,9 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
        "eps_255 = 8; got adv_steps=2, step_size_255=8"),
       ("fgm_small_step", dict(attack_method="fgm", random_start=False),
        "it needs adv_steps=1 and step_size_255 = eps_255"),
+      ("apgd_other_step", dict(attack_method="apgd"), "attack_method 'apgd' starts with the "
+       "step 2 * eps and then sets it itself: it needs step_size_255 = 2 * eps_255 = 16.0 "
+       "(--step_size_255); got step_size_255=2"),
   )
   def test_bad_arguments(self, override, message):
     kwargs = dict(images=self.images[:2], labels=self.labels[:2], seed=_SEED, eps_255=8,
@@ -422,6 +428,11 @@ class DefenseAttackTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "attack_method must be one of"):
       attacks.undefended_pgd(self.classifier, self.images[:2], self.labels[:2], _SEED,
                              eps_255=8, step_size_255=2, adv_steps=1, attack_method="deepfool")
+    with self.assertRaisesRegex(ValueError, "apgd has its own momentum: momentum_decay must "
+                                "be None; got 1.0"):
+      attacks.pgd_attack(lambda x, s: x[:, 0, 0, :], self.images[:2], self.labels[:2], _SEED,
+                         eps_255=8, step_size_255=16, adv_steps=1, momentum_decay=1.0,
+                         apgd=True)
     with self.assertRaisesRegex(ValueError, "eot_reps must be an integer >= 1"):
       attacks.BPDAModel(self.classifier, self.energy, _SEED, eot_reps=0, **_PURIFY)
     with self.assertRaisesRegex(ValueError, "max_chain_steps=50"):
@@ -500,6 +511,213 @@ class FullGradientTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "max_chain_steps=3"):
       attacks.full_gradient_purify(energy, x, _SEED, num_steps=4, step_size=0.1,
                                    temperature=1.0, max_chain_steps=3)
+
+
+class ApgdTest(tf.test.TestCase, parameterized.TestCase):
+  """attack_method 'apgd': its schedule, its halving/restart rule, the iterates, an oracle."""
+
+  def test_checkpoints_are_the_closed_form(self):
+    # The reference's rounding: w_j = sum_{i < j} max(h0 - i d, m), integer arithmetic.
+    for n in range(301):
+      h0, d, m = max(22 * n // 100, 1), max(3 * n // 100, 1), max(6 * n // 100, 1)
+      expected = [w for w in np.cumsum([max(h0 - i * d, m) for i in range(n + 1)]) if w <= n]
+      self.assertEqual(attacks.apgd_checkpoints(n), expected if n else [], f"n = {n}")
+
+  def test_checkpoints_against_the_papers_fractions(self):
+    # Croce and Hein: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06),
+    # w_j = ceil(p_j n), exactly (fractions). The reference rounds each increment down: the
+    # two agree for n = 100 and 200, not for n = 50.
+    def paper(n):
+      p = [fractions.Fraction(0), fractions.Fraction(22, 100)]
+      while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - fractions.Fraction(3, 100),
+                             fractions.Fraction(6, 100)))
+      return [w for w in (math.ceil(q * n) for q in p[1:]) if w <= n]
+    self.assertEqual(attacks.apgd_checkpoints(100), [22, 41, 57, 70, 80, 87, 93, 99])
+    for n in (100, 200):
+      self.assertEqual(attacks.apgd_checkpoints(n), paper(n))
+    self.assertEqual(attacks.apgd_checkpoints(50), [11, 21, 30, 38, 45])
+    self.assertEqual(paper(50), [11, 21, 29, 35, 40, 44, 47, 50])
+
+  def test_halving_rule(self):
+    # Four images, h = 4 steps since the last check (rho * h = 3).
+    losses = np.array([[0, 0, 0, 0],
+                       [1, 1, 1, 1],
+                       [2, 2, 2, 2],
+                       [3, 1, 3, 3],
+                       [4, 2, 4, 4]], np.float32)
+    best = np.array([4, 2, 10, 4], np.float32)
+    best_at_last = np.array([4, 2, 10, 3], np.float32)
+    reduced = np.array([True, True, False, False])
+    # 0: 4 increases, reduced last time -> keep. 1: 3 increases <= 3 -> halve (condition 1).
+    # 2: 4 increases, but not reduced and no improvement of the best -> halve (condition 2).
+    # 3: 4 increases and the best improved -> keep.
+    self.assertAllEqual(attacks.apgd_halve(losses, best, best_at_last, reduced),
+                        [False, True, True, False])
+    # Equal losses are no increase.
+    self.assertAllEqual(attacks.apgd_halve(np.ones([5, 1]), [1.0], [0.0], [True]), [True])
+    with self.assertRaisesRegex(ValueError, r"losses must have shape \[h \+ 1, B\]"):
+      attacks.apgd_halve(np.ones([1, 2]), [1, 1], [1, 1], [True, True])
+
+  def test_halving_and_restart_on_hand_made_losses(self):
+    # Two one-pixel images at 0, eps = 0.5, initial step 1. n = 20: checks after
+    # evaluations 4, 7, 9, 10, ...
+    state = attacks._ApgdState(np.zeros([2, 1, 1, 1], np.float32), 0.5, 1.0, 20)
+    losses = [[10, 5], [1, 1], [2, 2], [3, 1], [4, 2], [5, 3], [6, 4], [7, 5]]
+    grads = [[1, -1]] + [[1, 1]] * 7
+    x, iterates, steps = np.zeros([2, 1, 1, 1], np.float32), [], []
+    for t, (loss, grad) in enumerate(zip(losses, grads)):
+      x = state.step(t, x, np.asarray(loss, np.float32),
+                     np.reshape(np.asarray(grad, np.float32), [2, 1, 1, 1]))
+      iterates.append(x.reshape(-1).tolist())
+      steps.append(state.step_size.tolist())
+    # Image 1 (x1 = -0.5, then momentum): x2 = -0.5 + 0.75 (0.5 + 0.5) + 0.25 (-0.5 - 0).
+    self.assertEqual(iterates[0], [0.5, -0.5])
+    self.assertEqual(iterates[1], [0.5, 0.125])
+    # Check at 4: image 1's window [0, 1, 2, 1, 2] has 3 <= 0.75 * 4 increases: its step halves
+    # and it restarts from its best point x0 = 0 with x0's gradient (-1), the momentum term
+    # taken from the start of the previous step (x3 = 0.5):
+    # z = -0.5, x5 = 0 + 0.75 (-0.5) + 0.25 (0 - 0.5) = -0.5 (the current gradient +1 would
+    # give 0.25). Image 0 (4 increases; condition 2 is off at the first check) keeps going.
+    self.assertEqual(steps[3], [1.0, 1.0])
+    self.assertEqual(steps[4], [1.0, 0.5])
+    self.assertEqual(iterates[4], [0.5, -0.5])
+    # Check at 7: image 0 (3 of 3 increases) was not halved at 4 and its best (10, at the
+    # start) did not improve: condition 2 halves it and it restarts from x0 = 0 with gradient
+    # +1: x8 = 0 + 0.75 * 0.5 + 0.25 (0 - 0.5) = 0.25. Image 1 was halved at 4: no condition 2.
+    self.assertEqual(steps[7], [0.5, 0.5])
+    self.assertEqual(iterates[7][0], 0.25)
+
+  def test_beats_fixed_step_pgd_where_it_oscillates(self):
+    # One pixel; CE(label 0) peaks at x = c, and the image is misclassified only within
+    # |x - c| < 0.0141. Fixed-step PGD from 0 (steps of 16/255 or 32/255 on [-1, 1]) jumps
+    # back and forth over the peak; APGD halves its step and closes in.
+    c = 0.3
+
+    def logits_fn(images, unused_seed):
+      v = tf.reshape(images, [-1])
+      return tf.stack([tf.zeros_like(v), 0.02 - 100.0 * tf.square(v - c)], axis=1)
+
+    def loss(values):
+      return np.log1p(np.exp(0.02 - 100.0 * (values - c) ** 2))
+
+    x = np.zeros([1, 1, 1, 1], np.float32)
+    kwargs = dict(eps_255=64, adv_steps=50, random_start=False, return_trajectory=True)
+    apgd = attacks.pgd_attack(logits_fn, x, [0], _SEED, step_size_255=128, apgd=True, **kwargs)
+    apgd_path = apgd.trajectory.reshape(-1)
+    for step in (16, 32):
+      pgd = attacks.pgd_attack(logits_fn, x, [0], _SEED, step_size_255=step, **kwargs)
+      path = pgd.trajectory.reshape(-1)
+      self.assertAllClose(path[-4:-2], path[-2:])  # a 2-cycle around c
+      self.assertNotAllClose(path[-1], path[-2])
+      self.assertTrue(pgd.robust_correct[0], step)
+      self.assertGreater(np.max(loss(apgd_path)), np.max(loss(path)) + 0.1)
+      self.assertLess(abs(apgd_path[-1] - c), np.min(np.abs(path - c)))
+    self.assertFalse(apgd.robust_correct[0])
+    self.assertGreater(apgd.broken_at[0], 0)
+
+  def test_iterates_stay_in_the_ball_and_range(self):
+    # Images at the edges of [-1, 1] and a random start: every iterate is projected.
+    weights = tf.random.stateless_normal([16, 3], (3, 4))
+    classifier = lambda images: tf.reshape(images, [-1, 16]) @ weights
+    x = tf.sign(tf.random.stateless_uniform([8, 4, 4, 1], (5, 6), -1.0, 1.0))
+    x = tf.where(tf.random.stateless_uniform([8, 4, 4, 1], (6, 7)) < 0.3, 0.0, x)
+    result = attacks.undefended_pgd(classifier, x, np.argmax(classifier(x), -1), _SEED,
+                                    eps_255=32, step_size_255=64, adv_steps=12,
+                                    attack_method="apgd", return_trajectory=True)
+    eps = attacks.to_pixel_units(32)
+    for t, x_adv in enumerate(result.trajectory):
+      self.assertLessEqual(np.max(np.abs(x_adv - x)), eps + 1e-6, f"iterate {t}")
+      self.assertBetween(float(x_adv.min()), -1.0, 1.0)
+      self.assertBetween(float(x_adv.max()), -1.0, 1.0)
+    self.assertGreater(np.max(np.abs(result.trajectory[-1] - x)), 0.99 * eps)
+
+  def test_equals_torchattacks_apgd_on_a_mirrored_model(self):
+    # Oracle: torchattacks.APGD (a port of fra31/auto-attack's APGDAttack) on a torch copy of
+    # a small Keras MLP with the same weights, on [0, 1] images u = (x + 1) / 2. Every input
+    # the torch model sees (the start point, then the iterate after each step) is compared
+    # with this module's iterates: this checks the schedule, the halving and restarts and the
+    # momentum step together.
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+      import torchattacks  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+      self.skipTest(f"torchattacks is not installed ({error}); `pip install --no-deps "
+                    "torchattacks==3.5.1` (its requirements pin requests~=2.25.1 and pull "
+                    "torchvision, hence CUDA torch)")
+    images, _ = data.load_array("digits", "test")
+    x = images[np.flatnonzero(images.reshape(len(images), -1).max(1) == 1.0)[:16]]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(10)])
+    y = np.argmax(model(x).numpy(), -1).astype(np.int64)
+    (k1, b1), (k2, b2) = [layer.get_weights() for layer in model.layers if layer.weights]
+
+    class Mirror(torch.nn.Module):
+
+      def __init__(self):
+        super().__init__()
+        self.hidden, self.out, self.seen = torch.nn.Linear(64, 16), torch.nn.Linear(16, 10), []
+
+      def forward(self, u):
+        self.seen.append(u.detach().clone())
+        return self.out(torch.relu(self.hidden(torch.flatten(2 * u - 1, 1))))
+
+    mirror = Mirror()
+    with torch.no_grad():
+      for layer, (kernel, bias) in ((mirror.hidden, (k1, b1)), (mirror.out, (k2, b2))):
+        layer.weight.copy_(torch.from_numpy(kernel.T))
+        layer.bias.copy_(torch.from_numpy(bias))
+    u = torch.from_numpy(((x + 1) / 2).transpose(0, 3, 1, 2).copy())
+    # torchattacks always starts at clamp(u + eps t / max|t|, 0, 1), t = 2 rand - 1: with t
+    # one-hot at a pixel where u = 1 the start is u itself, as random_start=False here.
+    rand = torch.full(u.shape, 0.5)
+    rand.view(len(u), -1)[torch.arange(len(u)), u.reshape(len(u), -1).argmax(1)] = 1.0
+    halvings = []
+    original = attacks.apgd_halve
+
+    def spy(*args, **kwargs):
+      halvings.append(original(*args, **kwargs))
+      return halvings[-1]
+
+    for steps, eps_255 in ((20, 16.0),):
+      mirror.seen.clear()
+      attack = torchattacks.APGD(mirror, norm="Linf", eps=attacks.to_pixel_units(eps_255) / 2,
+                                 steps=steps, loss="ce", rho=0.75)
+      with mock.patch.object(torch, "rand", return_value=rand):
+        _, torch_robust, _, _ = attack.attack_single_run(u, torch.from_numpy(y))
+      with mock.patch.object(attacks, "apgd_halve", side_effect=spy):
+        result = attacks.undefended_pgd(model, x, y, _SEED, eps_255=eps_255,
+                                        step_size_255=2 * eps_255, adv_steps=steps,
+                                        random_start=False, attack_method="apgd",
+                                        return_trajectory=True)
+      seen = np.stack([(2 * v.numpy() - 1).transpose(0, 2, 3, 1) for v in mirror.seen])
+      self.assertEqual(seen.shape, result.trajectory.shape)
+      self.assertAllClose(result.trajectory, seen, atol=1e-5, rtol=0)
+      self.assertAllEqual(result.robust_correct, torch_robust.numpy())
+      self.assertLen(halvings, len([w for w in attacks.apgd_checkpoints(steps) if w < steps]))
+    # The comparison covers both outcomes of the rule.
+    self.assertTrue(np.any(halvings) and not np.all(halvings), halvings)
+
+  def test_bpda_eot_apgd_verifies_every_break(self):
+    weights = tf.random.stateless_normal([16, 3], (1, 2))
+    classifier = lambda images: tf.reshape(images, [-1, 16]) @ weights
+    x = tf.random.stateless_uniform([8, 4, 4, 1], (2, 3), -1.0, 1.0)
+    y = np.argmax(classifier(x), -1)
+    energy = lambda v: 0.005 * tf.reduce_sum(tf.square(v), axis=[1, 2, 3])
+    result = attacks.bpda_eot_pgd(
+        classifier, energy, x, y, _SEED, eps_255=48, step_size_255=96, adv_steps=4,
+        purify_steps=3, purify_step_size=0.05, purify_temperature=0.01, eot_attack_reps=2,
+        eot_defense_reps=4, attack_method="apgd", return_trajectory=True)
+    eps = attacks.to_pixel_units(48)
+    for t, x_adv in enumerate(result.trajectory):
+      attacks.check_perturbation(x_adv, x, eps, f"iterate {t}")
+    self.assertAllEqual(result.accuracy_curve, np.sort(result.accuracy_curve)[::-1])
+    self.assertAllEqual(result.broken, result.broken_at >= 0)
+    self.assertLess(result.robust_accuracy, result.natural_accuracy)
+    for b in np.flatnonzero(result.broken):
+      self.assertAllEqual(result.adversarial_images[b], result.trajectory[result.broken_at[b]][b])
 
 
 if __name__ == "__main__":
