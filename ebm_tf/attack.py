@@ -6,8 +6,12 @@ r"""Robust accuracy of a classifier defended by EBM Langevin purification (BPDA 
       [--seeds=0,1] [--num_images=N]
 
 RUN is the --model_dir of an `ebm_tf.train` run (a midrun EBM), CLF that of an
-`ebm_tf.train_classifier` run. The presets flags/defense_*.cfg hold the protocols
-(flags/defense_cifar10.cfg is the paper's). Perturbations are in /255 units of [0, 1] images.
+`ebm_tf.train_classifier` run. Instead of --classifier_dir, a keras.applications ImageNet model
+runs behind the EBM's images with `--classifier=keras_app:EfficientNetB7
+--classifier_weights=efficientnetb7.h5 --classifier_input_size=600` (resized and rescaled in its
+graph; the weights are a local file: nothing downloads). The presets flags/defense_*.cfg hold
+the protocols (flags/defense_cifar10.cfg and flags/defense_imagenet.cfg are the paper's).
+Perturbations are in /255 units of [0, 1] images.
 `--defense=none` attacks the classifier alone with the same PGD (the undefended baseline).
 `--attack_method` picks the cleverhans.tf2 method run with those gradients, EOT and
 verification: pgd (default), bim (no random start), fgm (one step of size eps) or mim
@@ -27,12 +31,21 @@ from absl import logging
 
 from ebm_tf import defense_eval
 from ebm_tf import flag_config
+from ebm_tf import keras_app_classifier
 
 
 _HELP = {
     "ebm_dir": "model_dir of the ebm_tf.train run whose EBM purifies (defense 'purify')",
     "classifier_dir": "model_dir of the ebm_tf.train_classifier run",
     "classifier_which": "'best' (best test-accuracy weights) or 'latest' checkpoint",
+    "classifier": "instead of --classifier_dir: 'keras_app:<Name>', a keras.applications "
+                  f"ImageNet model (Name one of {', '.join(keras_app_classifier.NAMES)}) that "
+                  "resizes and rescales the EBM's [-1, 1] images in its graph",
+    "classifier_weights": "with --classifier=keras_app:<Name>: the local weights file (.h5 as "
+                          "keras.applications caches it, .weights.h5 or .keras); nothing is "
+                          "downloaded",
+    "classifier_input_size": "with --classifier=keras_app:<Name>: its input side (0 = the "
+                             "model's default, e.g. 600 for EfficientNetB7)",
     "dataset": "dataset of the evaluation images ('' = the classifier's)",
     "data_dir": "tensorflow-datasets data_dir (prepared offline)",
     "image_size": "image size (unset = the classifier's)",

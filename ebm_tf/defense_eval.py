@@ -49,6 +49,7 @@ from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import data
 from ebm_tf import file_io
+from ebm_tf import keras_app_classifier
 from ebm_tf import models
 from ebm_tf import purify as purify_lib
 from ebm_tf import runs
@@ -64,7 +65,8 @@ FORMAT_VERSION = 1
 _NOT_IN_FINGERPRINT = ("output_dir", "seeds", "num_images", "log_every")
 # Fields added after batches were first written: left out of the fingerprint while they hold
 # the value that those batches were computed with, so that older output directories resume.
-_FINGERPRINT_ONLY_IF_NOT = {"attack_method": "pgd"}
+_FINGERPRINT_ONLY_IF_NOT = {"attack_method": "pgd", "classifier": "", "classifier_weights": "",
+                            "classifier_input_size": 0}
 ATTACK_METHODS = attacks.ATTACK_METHODS
 
 
@@ -75,10 +77,14 @@ class DefenseEvalConfig:
   Perturbation sizes are in /255 units of [0, 1] images (applied as v * 2/255 on [-1, 1]).
   """
 
-  # Models.
+  # Models. The classifier is either a project classifier run (classifier_dir) or a
+  # keras.applications ImageNet model (classifier 'keras_app:<Name>' with a local weights file).
   ebm_dir: str = ""  # an ebm_tf.train model_dir; unused with defense 'none'
   classifier_dir: str = ""  # an ebm_tf.train_classifier model_dir
   classifier_which: str = "best"  # 'best' | 'latest'
+  classifier: str = ""  # '' (classifier_dir) | 'keras_app:<Name>' (ebm_tf.keras_app_classifier)
+  classifier_weights: str = ""  # keras_app: local .h5 / .weights.h5 / .keras file
+  classifier_input_size: int = 0  # keras_app: input side (0 = the model's default)
   # Images: the first num_images of the split after a fixed shuffle, in batches.
   dataset: str = ""  # '' = the classifier's dataset
   data_dir: Optional[str] = None
@@ -138,8 +144,26 @@ def validate(config: DefenseEvalConfig) -> None:
          f"attack_method must be one of {ATTACK_METHODS}; got {c.attack_method!r}")
   _check(c.classifier_which in classifier_lib.WHICH,
          f"classifier_which must be one of {classifier_lib.WHICH}; got {c.classifier_which!r}")
-  _check(bool(c.classifier_dir), "classifier_dir is required: the model_dir of an "
-         "ebm_tf.train_classifier run")
+  _check(not (c.classifier_dir and c.classifier),
+         f"give one classifier: classifier_dir {c.classifier_dir!r} (an ebm_tf.train_classifier "
+         f"run) or classifier {c.classifier!r} (keras.applications), not both")
+  _check(bool(c.classifier_dir) or bool(c.classifier),
+         "classifier_dir is required: the model_dir of an ebm_tf.train_classifier run (or "
+         "classifier 'keras_app:<Name>' with classifier_weights, a keras.applications model)")
+  if c.classifier:
+    name = keras_app_classifier.parse_spec(c.classifier)
+    _check(bool(c.classifier_weights),
+           f"classifier_weights is required with classifier {c.classifier!r}: a local "
+           f"{'/'.join(keras_app_classifier.WEIGHTS_SUFFIXES)} file (nothing is downloaded)")
+    _check(_is_int(c.classifier_input_size) and c.classifier_input_size >= 0,
+           f"classifier_input_size must be an integer >= 0 (0 = the model's default); got "
+           f"{c.classifier_input_size!r}")
+    keras_app_classifier.resolve_input_size(name, c.classifier_input_size)
+  else:
+    _check(not c.classifier_weights and c.classifier_input_size == 0,
+           "classifier_weights and classifier_input_size are for classifier 'keras_app:<Name>'; "
+           f"got classifier_weights {c.classifier_weights!r}, classifier_input_size "
+           f"{c.classifier_input_size!r} with classifier_dir {c.classifier_dir!r}")
   _check(c.defense == "none" or bool(c.ebm_dir),
          "ebm_dir is required with defense 'purify': the model_dir of an ebm_tf.train run "
          "(or pass defense 'none' to attack the classifier alone)")
@@ -217,29 +241,47 @@ def select_images(dataset: str, split: str, num_images: int, *, shuffle: bool = 
                   image_size: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The evaluation images: the first num_images of a split after a fixed permutation.
 
+  The split is streamed once and only the selected images are kept, so a large split (ImageNet
+  validation: 50,000 images, 30 GB as float32 at 224) needs memory for num_images only.
+
   Args:
-    dataset, split, data_dir, image_size: as in `ebm_tf.data.load_array`.
+    dataset, split, data_dir, image_size: as in `ebm_tf.data.load_split`.
     num_images: int >= 1, at most the split's size.
     shuffle: permute the split with `np.random.RandomState(shuffle_seed)` (else split order).
     shuffle_seed: int >= 0.
 
   Returns:
     (images float32 [N, H, W, C] in [-1, 1], labels int64 [N], indices int64 [N]), where
-    indices are the positions of the images in the split's `load_array` order.
+    indices are the positions of the images in the split's `load_split` (= `load_array`) order.
 
   Raises:
     ValueError: num_images < 1 or larger than the split.
   """
   if not _is_int(num_images) or num_images < 1:
     raise ValueError(f"num_images must be an integer >= 1; got {num_images!r}")
-  images, labels = data.load_array(dataset, split, data_dir=data_dir, image_size=image_size)
-  if num_images > len(labels):
-    raise ValueError(f"num_images must be <= the {len(labels)} images of dataset {dataset!r} "
+  split_data = data.load_split(dataset, split, data_dir=data_dir, image_size=image_size)
+  size = int(split_data.cardinality())
+  if size < 0:  # Unknown cardinality: count once.
+    size = int(split_data.reduce(np.int64(0), lambda n, _: n + 1))
+  if num_images > size:
+    raise ValueError(f"num_images must be <= the {size} images of dataset {dataset!r} "
                      f"split {split!r}; got {num_images}")
-  order = (np.random.RandomState(shuffle_seed).permutation(len(labels)) if shuffle
-           else np.arange(len(labels)))
+  order = (np.random.RandomState(shuffle_seed).permutation(size) if shuffle
+           else np.arange(size))
   indices = order[:num_images].astype(np.int64)
-  return images[indices], labels[indices], indices
+  wanted = tf.constant(np.sort(indices))
+  picked = split_data.enumerate().filter(
+      lambda position, _: tf.reduce_any(tf.equal(position, wanted)))
+  positions, images, labels = [], [], []
+  for batch_positions, batch in picked.batch(256).as_numpy_iterator():
+    positions.append(batch_positions)
+    images.append(batch["image"])
+    labels.append(batch["label"])
+  positions = np.concatenate(positions)
+  rows = np.searchsorted(positions, indices)  # positions are ascending
+  images = np.concatenate(images).astype(np.float32)[rows]
+  labels = np.concatenate(labels).astype(np.int64)[rows]
+  return images, labels, indices
 
 
 @dataclasses.dataclass
@@ -263,21 +305,49 @@ def prepare(config: DefenseEvalConfig,
             energy_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> EvalSetup:
   """Loads the models and images of `config` and checks that they fit together.
 
+  A keras.applications classifier (config.classifier 'keras_app:<Name>') is built for the
+  evaluation images' shape (config.dataset / image_size, by default the EBM run's) and resizes
+  and rescales them itself (`keras_app_classifier.build_classifier`).
+
   Args:
     config: the evaluation settings.
     classifier, energy_fn: optional already-built models (tests); by default they are loaded
-      from config.classifier_dir (`classifier_lib.load_classifier`) and config.ebm_dir.
+      from config.classifier_dir (`classifier_lib.load_classifier`) or built from
+      config.classifier and config.classifier_weights, and from config.ebm_dir.
 
   Returns:
     An `EvalSetup`.
 
   Raises:
-    FileNotFoundError: a model directory, its config or checkpoint is missing.
+    FileNotFoundError: a model directory, its config or checkpoint, or the classifier weights
+      file is missing.
     ValueError: the EBM, the classifier and the images do not have the same image shape, or
       labels exceed the classifier's classes.
   """
   info: Dict[str, Any] = {}
-  if classifier is None:
+  ebm = None
+  if classifier is None and config.classifier:
+    # The keras.applications classifier takes the images at the EBM's resolution: their shape
+    # comes from the flags or else from the EBM run.
+    keras_app_classifier.check_weights_path(config.classifier_weights)  # before any loading
+    if config.defense == "purify" and energy_fn is None:
+      ebm, ebm_config, ebm_path = load_ebm(config.ebm_dir)
+    dataset = config.dataset or (ebm_config.dataset if ebm is not None else "")
+    image_size = config.image_size
+    if image_size is None and ebm is not None:
+      image_size = ebm_config.image_size
+    if not dataset:
+      raise ValueError(f"dataset must be given with classifier {config.classifier!r} when no "
+                       "EBM run is loaded (it sets the images' shape)")
+    name = keras_app_classifier.parse_spec(config.classifier)
+    input_size = keras_app_classifier.resolve_input_size(name, config.classifier_input_size)
+    classifier = keras_app_classifier.build_classifier(
+        name, data.image_shape(dataset, image_size), input_size=input_size,
+        weights=config.classifier_weights)
+    info["classifier"] = keras_app_classifier.describe(name, input_size,
+                                                       config.classifier_weights)
+    default_dataset, default_size = dataset, image_size
+  elif classifier is None:
     if not os.path.isdir(config.classifier_dir):
       raise FileNotFoundError(f"classifier_dir {config.classifier_dir!r} does not exist: pass "
                               "the --model_dir of an ebm_tf.train_classifier run")
@@ -297,13 +367,15 @@ def prepare(config: DefenseEvalConfig,
   info["classifier"]["image_shape"] = list(clf_shape)
 
   if config.defense == "purify" and energy_fn is None:
-    ebm, ebm_config, path = load_ebm(config.ebm_dir)
+    if ebm is None:
+      ebm, ebm_config, ebm_path = load_ebm(config.ebm_dir)
     ebm_shape = tuple(int(d) for d in ebm.inputs[0].shape[1:])
     if ebm_shape != clf_shape:
       raise ValueError(
           f"image shape mismatch: the EBM in {config.ebm_dir!r} takes images "
           f"{_shape_str(ebm_shape)} (dataset {ebm_config.dataset!r}, image_size "
-          f"{ebm_config.image_size}) but the classifier in {config.classifier_dir!r} takes "
+          f"{ebm_config.image_size}) but the classifier "
+          f"{config.classifier_dir or config.classifier!r} takes "
           f"{_shape_str(clf_shape)}: both must be trained on the same image shape")
     energy_fn = models.energy_fn(ebm)
     info["ebm"] = {"name": ebm_config.ebm, "width": ebm_config.ebm_width,
@@ -312,7 +384,7 @@ def prepare(config: DefenseEvalConfig,
                    "train_mcmc_steps": ebm_config.mcmc_steps,
                    "rejuvenation_prob": ebm_config.rejuvenation_prob,
                    "train_steps": ebm_config.train_steps,
-                   "checkpoint": os.path.realpath(path)}
+                   "checkpoint": os.path.realpath(ebm_path)}
   elif config.defense == "purify":
     info["ebm"] = {"name": "given", "checkpoint": None}
   if config.defense == "none":

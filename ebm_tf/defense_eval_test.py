@@ -9,6 +9,7 @@ from absl.testing import parameterized
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from ebm_tf import attacks
 from ebm_tf import checkpoints
@@ -17,6 +18,7 @@ from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import data
 from ebm_tf import defense_eval
+from ebm_tf import keras_app_classifier
 from ebm_tf import models
 from ebm_tf import purify as purify_lib
 
@@ -374,6 +376,81 @@ class PrepareFromRunsTest(tf.test.TestCase):
       defense_eval.prepare(dataclasses.replace(config, ebm_dir=os.path.join(root, "nowhere")))
     with self.assertRaisesRegex(FileNotFoundError, "classifier_dir .* does not exist"):
       defense_eval.prepare(dataclasses.replace(config, classifier_dir=os.path.join(root, "x")))
+
+
+class KerasAppClassifierTest(tf.test.TestCase, parameterized.TestCase):
+  """A keras.applications classifier (ebm_tf.keras_app_classifier) behind the EBM's images."""
+
+  @parameterized.named_parameters(
+      ("both", dict(classifier="keras_app:EfficientNetB0", classifier_weights="w.h5"),
+       "give one classifier: classifier_dir 'clf' .* or classifier 'keras_app:EfficientNetB0'"),
+      ("no_weights", dict(classifier_dir="", classifier="keras_app:EfficientNetB0"),
+       "classifier_weights is required with classifier 'keras_app:EfficientNetB0': a local "
+       ".* file \\(nothing is downloaded\\)"),
+      ("weights_without_keras_app", dict(classifier_weights="w.h5"),
+       "classifier_weights and classifier_input_size are for classifier 'keras_app:<Name>'"),
+      ("not_keras_app", dict(classifier_dir="", classifier="EfficientNetB0",
+                             classifier_weights="w.h5"),
+       "classifier must be 'keras_app:<Name>'"),
+      ("small_input", dict(classifier_dir="", classifier="keras_app:EfficientNetB0",
+                           classifier_weights="w.h5", classifier_input_size=16),
+       "input_size of EfficientNetB0 must be an integer >= 32"),
+  )
+  def test_bad_settings_raise(self, overrides, message):
+    with self.assertRaisesRegex(ValueError, message):
+      _config(**overrides)
+
+  def test_prepares_from_the_ebm_run_and_attacks_through_the_resize(self):
+    root = self.create_tempdir().full_path
+    ebm_dir = os.path.join(root, "ebm")
+    config_lib.save_config(config_lib.TrainConfig(dataset="synthetic", image_size=16,
+                                                  ebm="ebm_small", ebm_width=4,
+                                                  model_dir=ebm_dir), ebm_dir)
+    tf.keras.utils.set_random_seed(0)
+    ebm = models.build_ebm("ebm_small", (16, 16, 3), width=4)
+    checkpoints.Checkpointer(os.path.join(ebm_dir, "checkpoints"), ebm=ebm).save(1)
+    app = keras_app_classifier.build_app("EfficientNetB0", 32)
+    weights = os.path.join(root, "b0.weights.h5")
+    app.save_weights(weights)
+    config = _config(ebm_dir=ebm_dir, classifier_dir="", classifier="keras_app:EfficientNetB0",
+                     classifier_weights=weights, classifier_input_size=32, dataset="",
+                     output_dir=os.path.join(root, "out"), num_images=2, batch_size=2,
+                     adv_steps=1, eps_255=8.0, step_size_255=4.0, seeds=(0,))
+    setup = defense_eval.prepare(config)
+    # The images' shape is the EBM run's (synthetic at 16); the classifier resizes to 32.
+    self.assertEqual(setup.images.shape, (2, 16, 16, 3))
+    self.assertEqual(setup.models_info["data"]["dataset"], "synthetic")
+    self.assertEqual(tuple(setup.classifier.inputs[0].shape), (None, 16, 16, 3))
+    info = setup.models_info["classifier"]
+    self.assertEqual((info["name"], info["input_size"], info["weights"]),
+                     ("keras_app:EfficientNetB0", 32, os.path.realpath(weights)))
+    pixels = keras_app_classifier.classifier_pixels(setup.images, "EfficientNetB0", 32)
+    self.assertAllClose(setup.classifier(setup.images, training=False),
+                        app(pixels, training=False), rtol=1e-4, atol=1e-4)
+    summary = defense_eval.evaluate(setup)
+    self.assertLen(summary["per_seed"][0]["accuracy_curve"], 3)
+    self.assertEqual(summary["models"]["classifier"]["name"], "keras_app:EfficientNetB0")
+
+    missing = os.path.join(root, "efficientnetb0.h5")
+    with self.assertRaisesRegex(FileNotFoundError,
+                                f"classifier weights file '{missing}' does not exist"):
+      defense_eval.prepare(dataclasses.replace(config, classifier_weights=missing))
+    with self.assertRaisesRegex(ValueError, "dataset must be given with classifier "
+                                "'keras_app:EfficientNetB0' when no EBM run is loaded"):
+      defense_eval.prepare(dataclasses.replace(config, defense="none", ebm_dir=""))
+
+  def test_selects_validation_images_of_imagenet_from_tfds(self):
+    # tfds's mocked imagenet2012 (random examples of its real features; nothing downloads).
+    with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE), \
+        mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+      everything, all_labels = data.load_array("imagenet2012", "validation",
+                                               data_dir="/unused", image_size=24)
+      images, labels, indices = defense_eval.select_images(
+          "imagenet2012", "validation", 4, shuffle_seed=0, data_dir="/unused", image_size=24)
+    self.assertEqual(images.shape, (4, 24, 24, 3))
+    self.assertAllEqual(indices, np.random.RandomState(0).permutation(10)[:4])
+    self.assertAllEqual(images, everything[indices])
+    self.assertAllEqual(labels, all_labels[indices])
 
 
 class PlotTest(tf.test.TestCase):

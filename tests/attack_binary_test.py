@@ -185,6 +185,14 @@ class AttackBinaryTest(absltest.TestCase):
     self.assertNotEqual(missing.returncode, 0)
     self.assertIn(f"ebm_dir '{self.root}/no_such_run' does not exist", missing.stderr)
     self.assertNotIn("Traceback", missing.stderr)
+    # The ImageNet preset's keras.applications classifier needs a local weights file.
+    no_weights = _attack("--flagfile=flags/defense_imagenet.cfg", f"--output_dir={out}",
+                         f"--ebm_dir={self.ebm_dir}",
+                         f"--classifier_weights={self.root}/efficientnetb7.h5")
+    self.assertNotEqual(no_weights.returncode, 0)
+    self.assertIn(f"classifier weights file '{self.root}/efficientnetb7.h5' does not exist. "
+                  "ebm-tf never downloads weights", no_weights.stderr)
+    self.assertNotIn("Traceback", no_weights.stderr)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,17 @@
 The presets are found by glob, so a new flags/<regime>_<dataset>.cfg is covered without editing
 this file: EBM training presets (`shortrun_*`, `midrun_*`, `longrun_prior_*`,
 `longrun_correction_*`, and the 2-D toys' single-stage `longrun_*`, run by `ebm_tf.train`) and
-classifier presets (`classifier_*`, run by `ebm_tf.train_classifier`); a flagfile of any other
-kind than these and `defense_*` fails the discovery test. Each is parsed as its binary parses it:
-a fresh `flags.FlagValues`, `define_*_flags`, `['prog', '--flagfile=<preset>', <overrides>...]`,
-`config_from_flags`.
+classifier presets (`classifier_*`, run by `ebm_tf.train_classifier`) and defense presets
+(`defense_*`, run by `ebm_tf.attack`); a flagfile of any other kind fails the discovery test. Each
+is parsed as its binary parses it: a fresh `flags.FlagValues`, `define_*_flags`, `['prog',
+'--flagfile=<preset>', <overrides>...]`, `config_from_flags`.
+
+Defense presets (always): each parses into a valid `DefenseEvalConfig` once the model flags it
+leaves to the user are given (and fails without them, its comments naming them); the paper's
+(`defense_cifar10`, `defense_imagenet`) hold paper_spec section 2's values; each fits the midrun
+preset of its dataset (image shape, temperature). Slow tier: a preset with a keras.applications
+classifier attacks one synthetic image with its own networks (the midrun EBM trained here, the
+classifier with random weights from a local file), 1 step of everything.
 
 Fast tier (always): every preset parses into a valid config; its dataset matches its file name; its
 image shape is the paper's (paper_spec section 1) or the dataset's native one; its networks are
@@ -45,7 +52,10 @@ from ebm_tf import classifier_config
 from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import data
+from ebm_tf import defense_eval
+from ebm_tf import flag_config
 from ebm_tf import init_strategies
+from ebm_tf import keras_app_classifier
 from ebm_tf import models
 from ebm_tf import runs
 from ebm_tf import train_lib
@@ -108,6 +118,14 @@ def _name_dataset(name):
 _TRAIN_PRESETS = [p for regime in _REGIMES for p in _presets(regime)
                   if _regime(p) == regime]
 _CLASSIFIER_PRESETS = _presets("classifier")
+_DEFENSE_PRESETS = _presets("defense")
+# Defense presets whose classifier is a keras.applications model (no classifier run to train).
+def _sets_keras_app_classifier(name):
+  with open(os.path.join(_FLAGS_DIR, f"{name}.cfg")) as f:
+    return any(line.startswith("--classifier=keras_app:") for line in f)
+
+
+_KERAS_APP_DEFENSE_PRESETS = [p for p in _DEFENSE_PRESETS if _sets_keras_app_classifier(p)]
 
 
 def _path(name):
@@ -200,9 +218,7 @@ class PresetDiscoveryTest(absltest.TestCase):
     for regime in _REGIMES:
       self.assertNotEmpty([p for p in _TRAIN_PRESETS if _regime(p) == regime], regime)
     self.assertNotEmpty(_CLASSIFIER_PRESETS)
-    self.assertCountEqual(
-        _TRAIN_PRESETS + _CLASSIFIER_PRESETS,
-        [n for n in names if _regime(n) != "defense"])
+    self.assertCountEqual(_TRAIN_PRESETS + _CLASSIFIER_PRESETS + _DEFENSE_PRESETS, names)
 
 
 class TrainPresetFastTest(parameterized.TestCase):
@@ -328,6 +344,85 @@ class ClassifierPresetFastTest(parameterized.TestCase):
     model = classifier_lib.build_model(config)
     logits = model(tf.zeros([1, *shape]), training=False)
     self.assertEqual(logits.shape, (1, config.num_classes))
+
+
+def _define_attack_flags(flag_values):
+  # What `python -m ebm_tf.attack` defines (attack.define_flags), without importing the binary
+  # (it defines its flags on the global FLAGS at import).
+  flag_config.define_flags(defense_eval.DefenseEvalConfig, {}, flag_values)
+
+
+def _defense_config(name, *overrides):
+  """The DefenseEvalConfig of defense preset `name` as the attack binary builds it, with
+  placeholder model paths (the presets leave them to the user)."""
+  flag_values = _parse(_define_attack_flags, name, [])
+  models_flags = [f"--ebm_dir={_UNUSED_DIR}", f"--output_dir={_UNUSED_DIR}"]
+  if keras_app_classifier.is_keras_app(flag_values["classifier"].value):
+    models_flags.append(f"--classifier_weights={_UNUSED_DIR}/weights.h5")
+  else:
+    models_flags.append(f"--classifier_dir={_UNUSED_DIR}")
+  flag_values = _parse(_define_attack_flags, name, [*models_flags, *overrides])
+  return defense_eval.DefenseEvalConfig(
+      **flag_config.from_flags(defense_eval.DefenseEvalConfig, flag_values, {}))
+
+
+# The paper's defense protocols, paper_spec section 2 (reference configs_attack/*.py).
+_PAPER_DEFENSE = {
+    "defense_cifar10": dict(
+        dataset="cifar10", split="test", shuffle=True, num_images=640, batch_size=64,
+        eps_255=8.0, step_size_255=2.0, adv_steps=50, random_start=True, eot_attack_reps=48,
+        eot_defense_reps=128, purify_steps=2000, purify_step_size=0.01,
+        purify_temperature=1e-4, defense="purify", attack="bpda_eot", attack_method="pgd"),
+    "defense_imagenet": dict(
+        dataset="imagenet2012", split="validation", shuffle=True, num_images=800, batch_size=8,
+        image_size=224, classifier="keras_app:EfficientNetB7", classifier_input_size=600,
+        eps_255=2.0, step_size_255=1.0, adv_steps=50, random_start=True, eot_attack_reps=24,
+        eot_defense_reps=64, purify_steps=200, purify_step_size=2e-2, purify_temperature=1e-5,
+        defense="purify", attack="bpda_eot", attack_method="pgd"),
+}
+
+
+class DefensePresetFastTest(parameterized.TestCase):
+
+  def test_paper_presets_are_present(self):
+    self.assertContainsSubset(list(_PAPER_DEFENSE), _DEFENSE_PRESETS)
+
+  @parameterized.named_parameters(*_named(_DEFENSE_PRESETS))
+  def test_parses_with_the_models_left_to_the_user(self, name):
+    config = _defense_config(name)
+    self.assertEqual(config.dataset, _name_dataset(name))
+    for field, value in _PAPER_DEFENSE.get(name, {}).items():
+      self.assertEqual(getattr(config, field), value, field)
+    # Without the model flags the preset cannot start, and its comments name them.
+    flag_values = _parse(_define_attack_flags, name, [f"--output_dir={_UNUSED_DIR}"])
+    with self.assertRaisesRegex(ValueError, "is required"):
+      defense_eval.DefenseEvalConfig(
+          **flag_config.from_flags(defense_eval.DefenseEvalConfig, flag_values, {}))
+    comments = _comments(name)
+    self.assertIn("--ebm_dir", comments)
+    if config.classifier:
+      self.assertIn("--classifier_weights", comments)
+      self.assertEqual(config.classifier_dir, "")
+    else:
+      self.assertIn("--classifier_dir", comments)
+
+  @parameterized.named_parameters(*_named(_DEFENSE_PRESETS))
+  def test_matches_the_midrun_preset_of_its_dataset(self, name):
+    """The EBM a defense preset purifies with is trained by the midrun preset of its dataset:
+    same image shape (a keras.applications classifier takes the EBM's images) and temperature."""
+    config = _defense_config(name)
+    part = [k for k, v in _DATASET_OF_NAME.items() if v == config.dataset][0]
+    midrun = _train_config(f"midrun_{part}")
+    self.assertEqual(midrun.dataset, config.dataset)
+    image_size = config.image_size if config.image_size is not None else midrun.image_size
+    self.assertEqual(data.image_shape(config.dataset, image_size), _shape(midrun))
+    self.assertEqual(config.purify_temperature, midrun.mcmc_temp)
+    if config.classifier:
+      name = keras_app_classifier.parse_spec(config.classifier)
+      self.assertEqual(_shape(midrun)[-1], 3)
+      self.assertGreaterEqual(
+          keras_app_classifier.resolve_input_size(name, config.classifier_input_size),
+          keras_app_classifier.MIN_INPUT_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +556,37 @@ class PresetTrainingTest(parameterized.TestCase):
       for a, b in zip(stored, prior):
         np.testing.assert_array_equal(a, b)
       self.assertGreater(metrics["graduated"], 0.0)
+
+  @parameterized.named_parameters(*_named(_KERAS_APP_DEFENSE_PRESETS))
+  def test_keras_app_defense_attacks_one_image_with_its_own_networks(self, name):
+    preset = _defense_config(name)
+    part = [k for k, v in _DATASET_OF_NAME.items() if v == preset.dataset][0]
+    ebm_dir, ebm_config = self._trained(f"midrun_{part}")
+    app_name = keras_app_classifier.parse_spec(preset.classifier)
+    size = keras_app_classifier.resolve_input_size(app_name, preset.classifier_input_size)
+    weights = os.path.join(self._root, f"{app_name}_{size}.weights.h5")
+    keras.utils.set_random_seed(0)
+    keras_app_classifier.build_app(app_name, size).save_weights(weights)
+    keras.backend.clear_session()
+    out = os.path.join(self._root, name)
+    config = _defense_config(
+        name, f"--dataset={ebm_config.dataset}", "--split=test", f"--ebm_dir={ebm_dir}",
+        f"--classifier_weights={weights}", f"--output_dir={out}", "--num_images=1",
+        "--batch_size=1", "--adv_steps=1", "--eot_attack_reps=1", "--eot_defense_reps=1",
+        "--purify_steps=1", "--seeds=0", "--log_every=0")
+
+    def attack():
+      summary = defense_eval.evaluate(defense_eval.prepare(config))
+      keras.backend.clear_session()
+      gc.collect()
+      return summary
+    summary = self._timed(name, attack)
+    self.assertEqual(summary["models"]["classifier"]["input_size"], size)
+    self.assertEqual(summary["models"]["ebm"]["name"], ebm_config.ebm)
+    self.assertEqual(summary["models"]["data"]["image_shape"], list(_shape(ebm_config)))
+    self.assertLen(summary["per_seed"][0]["accuracy_curve"], 3)
+    for field in ("eps_255", "step_size_255", "purify_step_size", "purify_temperature"):
+      self.assertEqual(summary["settings"][field], getattr(preset, field), field)
 
   @parameterized.named_parameters(*_named(_CLASSIFIER_PRESETS))
   def test_classifier_trains_one_step(self, name):
