@@ -1,0 +1,478 @@
+r"""Langevin step cost: the project's sampler against the paper's loop and the network's floor.
+
+  .venv/bin/python bench/langevin_bench.py [--nets=small_digits,small_fmnist,sngan32] \
+      [--batches=1,8,64,256] [--rounds=5] [--call_s=0.3] [--group_budget_s=small_digits:60,...] \
+      [--output=bench/results/langevin_bench.json]
+
+For each network and batch size ("group"), in interleaved rounds (each round calls every variant
+once, so a change of the shared machine's load shifts them alike; medians over --rounds), it
+times K Langevin steps per call of:
+
+- `sampler`: the project's sampler, `ebm_tf.langevin.make_sampler` (plain `tf.function`);
+- `baseline`: `make_langevin_update` below, the reference update exactly as
+  shared/reference/paper_spec.md (section 0) writes it: a `tf.function` with
+  `for i in tf.range(K)`, the gradient of sum(E)/T, `x -= eps^2/2 g; x += eps N(0, I)` with
+  stateful `tf.random.normal`, and the drift-norm diagnostic every step;
+- `floor`: K forward + input-gradient passes of the same network at the same batch inside one
+  `tf.while_loop` (fixed input; the gradients are summed so that none is dead): what any
+  Langevin loop must pay; `loop/floor` = sampler step / floor pass;
+- in float32 and under the 'mixed_bfloat16' layer policy (bfloat16 compute, float32 variables,
+  float32 energies and chain states);
+- `sampler_eager` (`langevin_sample` called eagerly) and `sampler_xla` (`make_sampler(...,
+  jit_compile=True)`), float32, where their cost fits the group budget;
+- `sampler_noremap`, `floor_noremap`: float32 with grappler's remapper turned off
+  (`tf.config.optimizer.set_experimental_options({'remapping': False})` around the call; TF
+  re-instantiates the function for the other optimizer config, so both stay cached), to see
+  what the remapper's conv + bias + activation fusions are worth.
+
+K per group is chosen so that one sampler call takes about --call_s (from a calibration call);
+every variant of a group runs the same K. A variant whose estimated run time (--rounds calls
+plus two warm-up calls; traces and compiles not counted) would push the group past
+--group_budget_s is skipped and listed with its estimate:
+on this 2-core CPU EBMSNGAN32 at batch 256 takes tens of seconds per step and the bfloat16
+input-gradient convolutions fall back to a slow Eigen kernel (see docs/benchmarks.md).
+
+FLOPs: counted from the layers (2 * MACs of every Conv2D and Dense); one step = 2 x forward (the
+input-gradient convolutions cost as much as the forward ones; no weight gradients). Peak:
+dense float32 and bfloat16 matmuls (--matmul_n square), timed in interleaved rounds at the start
+and the end of the run. Networks are untrained (the cost does not depend on the weights); eps
+5e-3, T 1e-4 (the paper's CIFAR-10 shortrun).
+"""
+
+import json
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from ebm_tf import file_io
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (registry name, image shape, builder kwargs): the digits and Fashion-MNIST presets' EBMs
+# and the paper's CIFAR-10 EBM.
+NETS = {"small_digits": ("ebm_small", (8, 8, 1), {"width": 16}),
+        "small_fmnist": ("ebm_small", (28, 28, 1), {}),
+        "sngan32": ("ebm_sngan32", (32, 32, 3), {})}
+PRECISIONS = ("float32", "mixed_bfloat16")
+EPSILON = 5e-3
+TEMPERATURE = 1e-4
+
+_NETS = flags.DEFINE_list("nets", list(NETS), f"subset of {list(NETS)}")
+_BATCHES = flags.DEFINE_list("batches", ["1", "8", "64", "256"], "batch sizes")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "interleaved timed rounds per group (median)")
+_CALL_S = flags.DEFINE_float("call_s", 0.3, "target seconds of one float32 sampler call")
+_MAX_K = flags.DEFINE_integer("max_steps", 50, "largest K per call")
+_BUDGET = flags.DEFINE_list("group_budget_s", ["small_digits:60", "small_fmnist:100",
+                                                "sngan32:200"],
+                            "net:seconds; skip variants (and whole groups) that would make a "
+                            "(net, batch) group take longer than this")
+_MATMUL_N = flags.DEFINE_integer("matmul_n", 1024, "side of the square matmuls for the peak")
+_MODE = flags.DEFINE_enum("mode", "steps", ["steps", "ops"],
+                          "steps: the Langevin table; ops: float32 vs bfloat16 time of the ops "
+                          "a step is made of (conv forward, conv input gradient, ReLU/pool "
+                          "gradients) at layer shapes of the benchmarked networks")
+_OUTPUT = flags.DEFINE_string("output", os.path.join(_ROOT, "bench", "results",
+                                                     "langevin_bench.json"), "JSON output path")
+
+
+def make_langevin_update(energy_fn, num_steps: int, epsilon: float, temperature: float):
+  """The paper's Langevin loop (paper_spec.md section 0; `train.py::make_langevin_update`).
+
+  Args:
+    energy_fn: x [B, ...] float32 -> energies [B] or [B, 1].
+    num_steps: K, a Python int baked into the loop.
+    epsilon: step size eps (Python float).
+    temperature: T (Python float).
+
+  Returns:
+    A `tf.function` `update(x) -> (x after K steps float32, drift norm float32 scalar)`.
+  """
+
+  @tf.function
+  def update(images):
+    x = tf.identity(images)
+    grad_norm = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        energy = tf.reduce_sum(energy_fn(x)) / temperature
+      grads = tape.gradient(energy, x)
+      x -= (epsilon**2 / 2) * grads
+      x += epsilon * tf.random.normal(shape=tf.shape(x))
+      grad_norm = tf.reduce_mean(tf.norm(tf.reshape(grads, [tf.shape(x)[0], -1]), axis=1))
+      grad_norm *= epsilon**2 / 2
+    return x, grad_norm
+
+  return update
+
+
+def make_floor(energy_fn, sample_shape, temperature: float):
+  """`floor(x, k)`: k forward + input-gradient passes at the fixed x in one `tf.while_loop`.
+
+  Returns the sum of the k gradients (float32, x's shape), so that no pass is dead code.
+  """
+
+  @tf.function(input_signature=[tf.TensorSpec([None, *sample_shape], tf.float32),
+                                tf.TensorSpec([], tf.int32)])
+  def floor(x, k):
+    def body(i, acc):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        energy = tf.reduce_sum(energy_fn(x)) / temperature
+      return i + 1, acc + tape.gradient(energy, x)
+
+    return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), tf.zeros_like(x)))[1]
+
+  return floor
+
+
+def step_flops(model) -> float:
+  """FLOPs of one Langevin step per image: 2 x (2 MACs of every Conv2D and Dense layer)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  forward = 0
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Conv2D):
+      _, h, w, _ = layer.output.shape
+      forward += 2 * h * w * int(np.prod(layer.kernel.shape))
+    elif isinstance(layer, keras.layers.Dense):
+      forward += 2 * int(np.prod(layer.kernel.shape))
+  return 2.0 * forward
+
+
+def _median(values):
+  values = sorted(values)
+  return values[len(values) // 2]
+
+
+def matmul_peak(n: int, rounds: int) -> dict:
+  """Median FLOP/s of an n x n x n matmul in float32 and bfloat16 (interleaved rounds)."""
+  fns = {}
+  for dtype in (tf.float32, tf.bfloat16):
+    a = tf.cast(tf.random.stateless_uniform([n, n], [1, 2]), dtype)
+    b = tf.cast(tf.random.stateless_uniform([n, n], [3, 4]), dtype)
+    fn = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+    fns[dtype.name] = (lambda fn=fn, a=a, b=b: fn(a, b).numpy())
+    fns[dtype.name]()
+  times = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      began = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - began)
+  return {name: 2.0 * n**3 / _median(t) for name, t in times.items()}
+
+
+class _Remapping:
+  """Context manager: grappler's remapper on or off for the calls inside."""
+
+  def __init__(self, enabled: bool):
+    self._enabled = enabled
+
+  def __enter__(self):
+    if not self._enabled:
+      tf.config.optimizer.set_experimental_options({"remapping": False})
+
+  def __exit__(self, *exc):
+    if not self._enabled:
+      tf.config.optimizer.set_experimental_options({"remapping": True})
+
+
+def bench_group(net: str, batch: int, rounds: int, call_s: float, max_steps: int,
+                budget_s: float, history: dict) -> dict:
+  """Times every affordable variant of one (network, batch); returns a result row.
+
+  `history[net]` carries (batch, float32 step seconds, bf16 slowdown) of the previous batch of
+  the same network, for the cost estimates; a group whose float32 triple alone (sampler,
+  baseline, floor) is estimated past `budget_s` is skipped whole (returns a row with `skipped`).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ebm_tf import langevin  # pylint: disable=g-import-not-at-top
+  from ebm_tf import models  # pylint: disable=g-import-not-at-top
+
+  name, shape, kwargs = NETS[net]
+  group_began = time.perf_counter()
+  load_before = os.getloadavg()
+  prev_batch, prev_step, prev_slowdown = history.get(net, (batch, 0.0, 1.0))
+  predicted_step = prev_step * batch / prev_batch
+  if 3 * (rounds + 4) * predicted_step > budget_s:
+    return {"net": net, "model": name, "image_shape": list(shape), "batch": batch,
+            "skipped_group": f"estimated {predicted_step:.0f} s per float32 step (linear in "
+                             f"batch from batch {prev_batch}): the float32 sampler, baseline "
+                             f"and floor alone exceed the {budget_s:.0f} s group budget",
+            "load_avg_before": list(load_before)}
+  nets = {"float32": models.build_ebm(name, shape, **kwargs)}
+  nets["mixed_bfloat16"] = models.build_ebm(name, shape, dtype="mixed_bfloat16", **kwargs)
+  nets["mixed_bfloat16"].set_weights(nets["float32"].get_weights())
+  energies = {p: models.energy_fn(m) for p, m in nets.items()}
+  x = tf.random.stateless_uniform([batch, *shape], [0, batch], minval=-1.0, maxval=1.0)
+  seed = tf.constant([1, 2], tf.int32)
+  samplers = {p: langevin.make_sampler(e, shape) for p, e in energies.items()}
+  floors = {p: make_floor(e, shape, TEMPERATURE) for p, e in energies.items()}
+
+  def sampler_call(precision, k, remap=True):
+    def run():
+      with _Remapping(remap):
+        samplers[precision](x, seed, k, EPSILON, TEMPERATURE).samples.numpy()
+    return run
+
+  # Calibration: one float32 sampler step (after the trace) sets K.
+  sampler_call("float32", 1)()
+  began = time.perf_counter()
+  sampler_call("float32", 1)()
+  one_step = time.perf_counter() - began
+  k = int(max(1, min(max_steps, round(call_s / max(one_step, 1e-6)))))
+
+  # name -> (cost estimate of one call in seconds, builder returning the call).
+  def baseline(precision):
+    update = make_langevin_update(energies[precision], k, EPSILON, TEMPERATURE)
+    return lambda: update(x)[0].numpy()
+
+  def floor(precision, remap=True):
+    def run():
+      with _Remapping(remap):
+        floors[precision](x, k).numpy()
+    return run
+
+  def eager():
+    return lambda: langevin.langevin_sample(
+        energies["float32"], x, seed, num_steps=k_slow, step_size=EPSILON,
+        temperature=TEMPERATURE).samples.numpy()
+
+  def xla():
+    fn = langevin.make_sampler(energies["float32"], shape, jit_compile=True)
+    return lambda: fn(x, seed, k_slow, EPSILON, TEMPERATURE).samples.numpy()
+
+  f32_call = one_step * k
+  slow = 1.5 * prev_slowdown  # bf16 gets relatively slower with the batch here.
+  k_slow = max(1, k // 5)  # Eager and XLA calls run fewer steps.
+  candidates = [
+      ("sampler_float32", f32_call, lambda: sampler_call("float32", k)),
+      ("baseline_float32", f32_call, lambda: baseline("float32")),
+      ("floor_float32", f32_call, lambda: floor("float32")),
+      ("sampler_float32_noremap", f32_call, lambda: sampler_call("float32", k, remap=False)),
+      ("floor_float32_noremap", f32_call, lambda: floor("float32", remap=False)),
+      ("sampler_mixed_bfloat16", slow * f32_call, lambda: sampler_call("mixed_bfloat16", k)),
+      ("baseline_mixed_bfloat16", slow * f32_call, lambda: baseline("mixed_bfloat16")),
+      ("floor_mixed_bfloat16", slow * f32_call, lambda: floor("mixed_bfloat16")),
+      ("sampler_eager_float32", (3.0 if batch >= 64 else 20.0) * f32_call * k_slow / k, eager),
+      # XLA on this CPU: 5-19x slower measured before; plus a compile.
+      ("sampler_xla_float32", 15.0 * f32_call * k_slow / k + 10.0, xla),
+  ]
+  fns, skipped = {}, {}
+  planned = 0.0  # Estimated run time (not counting traces and compiles).
+  for variant, estimate, build in candidates:
+    cost = estimate * (rounds + 2)  # + two warm-up calls
+    if planned + cost > budget_s and variant != "sampler_float32":
+      skipped[variant] = f"estimated {estimate:.1f} s per call x {rounds + 2} > group budget"
+      continue
+    planned += cost
+    fns[variant] = build()
+  warmup = {}
+  for variant, fn in fns.items():
+    began = time.perf_counter()
+    fn()
+    warmup[variant] = time.perf_counter() - began
+    began = time.perf_counter()
+    fn()
+    warmup[variant + "_second"] = time.perf_counter() - began
+  slowdown = prev_slowdown
+  if "sampler_mixed_bfloat16" in fns:  # Measured slowdown, for the next batch's estimate.
+    slowdown = warmup["sampler_mixed_bfloat16_second"] / max(f32_call, 1e-6)
+  history[net] = (batch, one_step, slowdown)
+  times = {variant: [] for variant in fns}
+  for _ in range(rounds):
+    for variant, fn in fns.items():
+      began = time.perf_counter()
+      fn()
+      times[variant].append(time.perf_counter() - began)
+  steps_of = lambda v: k_slow if v in ("sampler_eager_float32", "sampler_xla_float32") else k
+  per_step = {variant: _median(t) / steps_of(variant) for variant, t in times.items()}
+  flops = step_flops(nets["float32"]) * batch
+  row = {"net": net, "model": name, "image_shape": list(shape), "batch": batch, "steps": k,
+         "steps_eager_xla": k_slow,
+         "rounds": rounds, "ms_per_step": {v: s * 1e3 for v, s in per_step.items()},
+         "image_steps_per_s": {v: batch / s for v, s in per_step.items()},
+         "gflop_per_step": flops / 1e9,
+         "achieved_gflops": {v: flops / s / 1e9 for v, s in per_step.items()},
+         "first_call_s": warmup, "skipped": skipped,
+         "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
+         "group_s": time.perf_counter() - group_began}
+  ratio = lambda a, b: per_step[b] / per_step[a] if a in per_step and b in per_step else None
+  row["ratios"] = {
+      # speed ratios (> 1: the first is faster)
+      "sampler_vs_baseline_float32": ratio("sampler_float32", "baseline_float32"),
+      "sampler_vs_baseline_bf16": ratio("sampler_mixed_bfloat16", "baseline_mixed_bfloat16"),
+      "bf16_sampler_vs_baseline_float32": ratio("sampler_mixed_bfloat16", "baseline_float32"),
+      # time ratios (loop / floor, remapper on / off)
+      "loop_over_floor_float32": ratio("floor_float32", "sampler_float32"),
+      "loop_over_floor_bf16": ratio("floor_mixed_bfloat16", "sampler_mixed_bfloat16"),
+      "remap_on_over_off_sampler": ratio("sampler_float32_noremap", "sampler_float32"),
+      "remap_on_over_off_floor": ratio("floor_float32_noremap", "floor_float32"),
+      "eager_over_function": ratio("sampler_float32", "sampler_eager_float32"),
+      "xla_over_function": ratio("sampler_float32", "sampler_xla_float32"),
+  }
+  return row
+
+
+def _fmt(value, spec=".2f"):
+  return "-" if value is None else format(value, spec)
+
+
+def _table(rows, peak) -> str:
+  cols = ["sampler_float32", "baseline_float32", "floor_float32", "sampler_mixed_bfloat16",
+          "baseline_mixed_bfloat16", "floor_mixed_bfloat16", "sampler_eager_float32",
+          "sampler_xla_float32"]
+  short = ["samp32", "base32", "floor32", "samp16", "base16", "floor16", "eager32", "xla32"]
+  header = (f"{'net':<13} {'batch':>5} {'K':>3} " + " ".join(f"{s:>9}" for s in short) +
+            f" {'s/b 32':>7} {'s/b 16':>7} {'16/b32':>7} {'l/f 32':>7} {'l/f 16':>7}"
+            f" {'remapS':>7} {'remapF':>7} {'img-st/s':>9} {'GF/s32':>7} {'%pk32':>6}"
+            f" {'GF/s16':>7} {'%pk16':>6} {'load':>5}")
+  lines = ["ms per Langevin step (median of interleaved rounds); ratios: s/b = sampler speed / "
+           "baseline speed, 16/b32 = bf16 sampler speed / float32 baseline speed, l/f = loop "
+           "step / floor pass, remapS/F = time with remapper on / off (sampler, floor)",
+           header, "-" * len(header)]
+  for r in rows:
+    if "skipped_group" in r:
+      lines.append(f"{r['net']:<13} {r['batch']:>5}   skipped: {r['skipped_group']}")
+      continue
+    ms, ra, gf = r["ms_per_step"], r["ratios"], r["achieved_gflops"]
+    pk32 = gf.get("sampler_float32")
+    pk16 = gf.get("sampler_mixed_bfloat16")
+    lines.append(
+        f"{r['net']:<13} {r['batch']:>5} {r['steps']:>3} " +
+        " ".join(f"{_fmt(ms.get(c), '.1f'):>9}" for c in cols) +
+        f" {_fmt(ra['sampler_vs_baseline_float32']):>7} {_fmt(ra['sampler_vs_baseline_bf16']):>7}"
+        f" {_fmt(ra['bf16_sampler_vs_baseline_float32']):>7}"
+        f" {_fmt(ra['loop_over_floor_float32']):>7} {_fmt(ra['loop_over_floor_bf16']):>7}"
+        f" {_fmt(ra['remap_on_over_off_sampler']):>7} {_fmt(ra['remap_on_over_off_floor']):>7}"
+        f" {_fmt(r['image_steps_per_s']['sampler_float32'], '.1f'):>9}"
+        f" {_fmt(pk32, '.1f'):>7} {_fmt(pk32 and 100 * pk32 * 1e9 / peak['float32'], '.1f'):>6}"
+        f" {_fmt(pk16, '.1f'):>7}"
+        f" {_fmt(pk16 and 100 * pk16 * 1e9 / peak['bfloat16'], '.1f'):>6}"
+        f" {r['load_avg_before'][0]:>5.1f}")
+  return "\n".join(lines)
+
+
+# name -> (activations [B, H, W, C], conv kernel [3, 3, C, C]): EBMSNGAN32's 16x16 block at
+# batch 8 and ebm_small's (Fashion-MNIST) 14x14 block at batch 64.
+OP_SHAPES = {"sngan32_block_b8": [8, 16, 16, 256], "small_fmnist_block_b64": [64, 14, 14, 64]}
+
+
+def op_times(rounds: int) -> list:
+  """Median seconds of each op in float32 and bfloat16 at OP_SHAPES (interleaved rounds)."""
+  rows = []
+  for shape_name, shape in OP_SHAPES.items():
+    channels = shape[-1]
+    fns = {}
+    for dtype in (tf.float32, tf.bfloat16):
+      act = tf.cast(tf.random.stateless_uniform(shape, [1, 2], -1.0, 1.0), dtype)
+      kernel = tf.cast(tf.random.stateless_normal([3, 3, channels, channels], [3, 4]) * 0.05,
+                       dtype)
+      ops = {
+          "conv2d": lambda a, k: tf.nn.conv2d(a, k, 1, "SAME"),
+          "conv2d_backprop_input": lambda a, k: tf.raw_ops.Conv2DBackpropInput(
+              input_sizes=tf.shape(a), filter=k, out_backprop=a, strides=[1, 1, 1, 1],
+              padding="SAME"),
+          # The same input gradient as a forward convolution with the spatially flipped,
+          # in/out-transposed kernel (stride 1, SAME, odd kernel): a candidate work-around.
+          "conv2d_flipped_kernel": lambda a, k: tf.nn.conv2d(
+              a, tf.transpose(tf.reverse(k, [0, 1]), [0, 1, 3, 2]), 1, "SAME"),
+          "relu_grad": lambda a, k: tf.raw_ops.ReluGrad(gradients=a, features=a),
+          "avg_pool_grad": lambda a, k: tf.raw_ops.AvgPoolGrad(
+              orig_input_shape=tf.shape(a), grad=a[:, ::2, ::2, :], ksize=[1, 2, 2, 1],
+              strides=[1, 2, 2, 1], padding="VALID"),
+      }
+      for op_name, op in ops.items():
+        fn = tf.function(op)
+        fns[(op_name, dtype.name)] = (lambda fn=fn, a=act, k=kernel: fn(a, k).numpy())
+        fns[(op_name, dtype.name)]()
+    act = tf.random.stateless_uniform(shape, [1, 2], -1.0, 1.0)
+    kernel = tf.random.stateless_normal([3, 3, channels, channels], [3, 4]) * 0.05
+    exact = ops["conv2d_backprop_input"](act, kernel)
+    flipped_error = float(tf.reduce_max(tf.abs(ops["conv2d_flipped_kernel"](act, kernel) - exact))
+                          / tf.reduce_max(tf.abs(exact)))
+    print(f"{shape_name}: float32 |flipped-kernel conv - Conv2DBackpropInput| / max = "
+          f"{flipped_error:.1e}", flush=True)
+    times = {key: [] for key in fns}
+    for _ in range(rounds):
+      for key, fn in fns.items():
+        began = time.perf_counter()
+        fn()
+        times[key].append(time.perf_counter() - began)
+    for op_name in ops:
+      f32, bf16 = _median(times[(op_name, "float32")]), _median(times[(op_name, "bfloat16")])
+      rows.append({"shape": shape_name, "activations": shape, "op": op_name,
+                   "flipped_kernel_rel_error_f32": flipped_error,
+                   "float32_ms": f32 * 1e3, "bfloat16_ms": bf16 * 1e3,
+                   "bf16_over_f32": bf16 / f32})
+      print(f"{shape_name:<24} {op_name:<22} float32 {f32 * 1e3:9.2f} ms  bfloat16 "
+            f"{bf16 * 1e3:9.2f} ms  bf16/f32 {bf16 / f32:7.2f}", flush=True)
+  return rows
+
+
+def main(argv):
+  del argv
+  if _MODE.value == "ops":
+    began = time.perf_counter()
+    load = os.getloadavg()
+    rows = op_times(_ROUNDS.value)
+    output = _OUTPUT.value.replace(".json", "_ops.json")
+    file_io.write_json_atomic(output, {
+        "rounds": _ROUNDS.value, "load_avg_before": list(load),
+        "load_avg_after": list(os.getloadavg()), "onednn_opts": os.environ.get(
+            "TF_ENABLE_ONEDNN_OPTS", "default (on)"), "rows": rows,
+        "wall_s": time.perf_counter() - began})
+    print(f"wrote {output}")
+    return
+  for net in _NETS.value:
+    if net not in NETS:
+      raise app.UsageError(f"--nets: unknown network {net!r}; known: {list(NETS)}")
+  batches = [int(b) for b in _BATCHES.value]
+  if any(b < 1 for b in batches):
+    raise app.UsageError(f"--batches must be positive integers; got {_BATCHES.value}")
+  budgets = dict(item.split(":") for item in _BUDGET.value)
+  missing = [net for net in _NETS.value if net not in budgets]
+  if missing:
+    raise app.UsageError(f"--group_budget_s has no budget for {missing}")
+  began = time.perf_counter()
+  peak_start = matmul_peak(_MATMUL_N.value, 3)
+  print(f"matmul {_MATMUL_N.value}^3: float32 {peak_start['float32'] / 1e9:.1f} GFLOP/s, "
+        f"bfloat16 {peak_start['bfloat16'] / 1e9:.1f} GFLOP/s, load {os.getloadavg()}",
+        flush=True)
+  rows, history = [], {}
+  for net in _NETS.value:
+    for batch in sorted(batches):
+      row = bench_group(net, batch, _ROUNDS.value, _CALL_S.value, _MAX_K.value,
+                        float(budgets[net]), history)
+      rows.append(row)
+      # Partial results after every group (a run on a busy machine may be cut short).
+      file_io.write_json_atomic(_OUTPUT.value, {"partial": True, "matmul_flops": {
+          "start": peak_start}, "rows": rows, "wall_s": time.perf_counter() - began})
+      print(json.dumps({k: v for k, v in row.items() if k in (
+          "net", "batch", "steps", "ms_per_step", "ratios", "skipped", "skipped_group",
+          "load_avg_before", "group_s")}), flush=True)
+  peak_end = matmul_peak(_MATMUL_N.value, 3)
+  peak = {k: max(peak_start[k], peak_end[k]) for k in peak_start}
+  print()
+  print(f"matmul peak (max of start/end) float32 {peak['float32'] / 1e9:.1f} GFLOP/s, "
+        f"bfloat16 {peak['bfloat16'] / 1e9:.1f} GFLOP/s (bf16/f32 "
+        f"{peak['bfloat16'] / peak['float32']:.2f})")
+  print(_table(rows, peak))
+  result = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "tensorflow": tf.__version__},
+            "settings": {"epsilon": EPSILON, "temperature": TEMPERATURE,
+                         "rounds": _ROUNDS.value, "call_s": _CALL_S.value,
+                         "group_budget_s": budgets, "matmul_n": _MATMUL_N.value},
+            "matmul_flops": {"start": peak_start, "end": peak_end, "peak": peak},
+            "rows": rows, "wall_s": time.perf_counter() - began}
+  file_io.write_json_atomic(_OUTPUT.value, result)
+  print(f"\nwrote {_OUTPUT.value} ({result['wall_s'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+  app.run(main)
