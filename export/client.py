@@ -122,6 +122,36 @@ class _ClientBase:
     inputs = _control_inputs(images, seed, num_steps, num_repeats, signature_name)
     return self.predict(inputs, signature_name, version)
 
+  def purify_batchable(self, images, seeds, version: Optional[int] = None
+                       ) -> Dict[str, np.ndarray]:
+    """Purifies images with one seed per image (the `purify_batchable` signature).
+
+    Steps and repeats are the export's (`batchable_num_steps`, `batchable_num_repeats`). Image
+    i's answer depends only on images[i] and seeds[i], so a server with `--enable_batching` may
+    merge this request with others without changing it.
+
+    Args:
+      images: [B, H, W, C] float in [-1, 1].
+      seeds: [B, 2] integers, one stateless seed per image.
+      version: a model version (None: the newest served).
+
+    Returns:
+      purified [B,H,W,C] float32, energies [B] float32, and for classifier exports logits [B,N]
+      float32 and class_ids [B] int64.
+
+    Raises:
+      ServingError: the server rejected or failed the request.
+      ValueError: images not of rank 4, or seeds not of shape [B, 2].
+    """
+    images = np.asarray(images, np.float32)
+    seeds = np.asarray(seeds, np.int64)
+    if images.ndim != 4:
+      raise ValueError(f"images must have shape [batch, H, W, C]; got {images.shape}")
+    if seeds.shape != (images.shape[0], 2):
+      raise ValueError(f"seeds must have shape [batch, 2] = [{images.shape[0]}, 2]; got "
+                       f"{seeds.shape}")
+    return self.predict({"images": images, "seeds": seeds}, "purify_batchable", version)
+
   def energy(self, images, version: Optional[int] = None) -> np.ndarray:
     """Energies [B] float32 of images [B,H,W,C] in [-1, 1] (the "energy" signature)."""
     return self.predict({"images": np.asarray(images, np.float32)}, "energy", version)["energies"]

@@ -45,6 +45,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("max_batch_size", 64, "largest request batch accepted", **fv)
   flags.DEFINE_integer("num_repeats", 1, "default EOT repeats of a request", **fv)
   flags.DEFINE_integer("max_num_repeats", 16, "largest num_repeats accepted", **fv)
+  flags.DEFINE_integer("batchable_num_steps", None, "Langevin steps of the purify_batchable "
+                       "signature, fixed at export (default: --num_steps)", **fv)
+  flags.DEFINE_integer("batchable_num_repeats", None, "EOT repeats of purify_batchable, fixed at "
+                       "export (default: --num_repeats)", **fv)
   flags.DEFINE_enum("input_range", "reject", ["reject", "clip"],
                     "images outside [-1, 1]: reject the request or clip them", **fv)
   flags.DEFINE_bool("jit_compile", False,
@@ -67,7 +71,8 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
   The classifier (an `ebm_tf.train_classifier` run) is loaded with
   `ebm_tf.classifier_lib.load_classifier(classifier_dir, classifier_checkpoint)` ("best" or
   "latest"). `config_kwargs` are PurifierConfig fields (default_num_steps, max_num_steps,
-  max_batch_size, default_num_repeats, max_num_repeats, input_range, jit_compile).
+  max_batch_size, default_num_repeats, max_num_repeats, input_range, batchable_num_steps,
+  batchable_num_repeats, jit_compile).
 
   Raises:
     FileNotFoundError / ValueError: missing runs or checkpoints, mismatched image shapes, bad
@@ -111,7 +116,8 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS):
       serving_base_path=f.serving_base_path, default_num_steps=f.num_steps,
       max_num_steps=f.max_num_steps, max_batch_size=f.max_batch_size,
       default_num_repeats=f.num_repeats, max_num_repeats=f.max_num_repeats,
-      input_range=f.input_range, jit_compile=f.jit_compile)
+      input_range=f.input_range, batchable_num_steps=f.batchable_num_steps,
+      batchable_num_repeats=f.batchable_num_repeats, jit_compile=f.jit_compile)
   logging.info("exported version %d to %s", result.version, result.version_dir)
   print(f"exported {result.version_dir}\nmodels config: {result.models_config_path}\n"
         f"batching parameters: {result.batching_parameters_path}")

@@ -14,10 +14,18 @@ Signatures (all with a `None` batch dimension; H, W, C fixed by the EBM):
 | `purify` | images, seed, num_steps | purified, energies |
 | `energy` | images | energies |
 | `serving_uint8` | images uint8 [B,H,W,C] in [0,255] (x/127.5 - 1), seed, num_steps, (num_repeats) | as serving_default, plus purified_uint8 uint8 [B,H,W,C] |
+| `purify_batchable` | images float32 [B,H,W,C] in [-1,1]; seeds int64 [B,2], one per image (steps and repeats fixed at export: `batchable_num_steps`, `batchable_num_repeats`) | purified [B,H,W,C]; energies [B]; with a classifier logits [B,N], class_ids [B] |
 
 `purified` and `energies` are those of the first repeat's chain; `energies` is the raw E (low =
 data-like). Inputs with a default may be left out of a gRPC request (SignatureDef defaults).
 Without a classifier, `serving_default` is the `purify` signature.
+
+`purify_batchable` is the one purify signature that TF Serving's server-side batching
+(`--enable_batching`) can merge: every input and output has the batch as dimension 0. It is
+batch-invariant: image i's outputs depend only on images[i] and seeds[i] (its chains use the
+sampler's per-chain seeds, `ebm_tf.purify.per_image_chain_seeds`; its energy and logits are
+computed image by image, because a batched matmul rounds differently at other batch sizes), so a
+request's answer does not depend on the requests it was merged or padded with.
 
 Export note (found with the TF Serving stand-in): a `tf.Module` that holds a Keras 3 model as an
 attribute exports a SavedModel that `tf.saved_model.load` runs but TF Serving's Session loader
@@ -35,12 +43,14 @@ import tensorflow as tf
 
 from ebm_tf import langevin
 from ebm_tf import models
+from ebm_tf import purify as purify_lib
 from export import validation
 
 SERVING_DEFAULT = "serving_default"
 PURIFY = "purify"
 ENERGY = "energy"
 SERVING_UINT8 = "serving_uint8"
+PURIFY_BATCHABLE = "purify_batchable"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,9 @@ class PurifierConfig:
     default_num_repeats: EOT repeats when a request gives none (classifier exports).
     max_num_repeats: largest `num_repeats`.
     input_range: "reject" (images outside [-1, 1] are an error) or "clip" (clipped to it).
+    batchable_num_steps: Langevin steps of the `purify_batchable` signature (fixed at export;
+      None: default_num_steps).
+    batchable_num_repeats: EOT repeats of `purify_batchable` (None: default_num_repeats).
     jit_compile: XLA-compile the sampler and classifier (GPU/TPU; slow on CPU). XLA draws other
       noise than TF kernels for the same seed, so outputs differ from a non-XLA export.
   """
@@ -69,6 +82,8 @@ class PurifierConfig:
   default_num_repeats: int = 1
   max_num_repeats: int = 16
   input_range: str = "reject"
+  batchable_num_steps: Optional[int] = None
+  batchable_num_repeats: Optional[int] = None
   jit_compile: bool = False
 
   def __post_init__(self):
@@ -91,6 +106,14 @@ class PurifierConfig:
     if not 1 <= self.default_num_repeats <= self.max_num_repeats:
       raise ValueError(f"default_num_repeats must be in [1, max_num_repeats="
                        f"{self.max_num_repeats}]; got {self.default_num_repeats}")
+    for name, default, low, high in (
+        ("batchable_num_steps", self.default_num_steps, 0, self.max_num_steps),
+        ("batchable_num_repeats", self.default_num_repeats, 1, self.max_num_repeats)):
+      value = getattr(self, name)
+      if value is None:
+        object.__setattr__(self, name, default)
+      elif isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}]; got {value!r}")
     if self.input_range not in validation.INPUT_RANGES:
       raise ValueError(f"input_range must be one of {validation.INPUT_RANGES}; got "
                        f"{self.input_range!r}")
@@ -122,7 +145,7 @@ def _tf_variables(model: keras.Model) -> list:
 class PurifierModule(tf.Module):
   """EBM purification (+ optional EOT classification) as a servable `tf.Module`.
 
-  Call `serve`, `purify`, `energy`, `serve_uint8` in-process (tf.functions with the signatures'
+  Call `serve`, `purify`, `energy`, `serve_uint8`, `purify_batchable` in-process (tf.functions with the signatures'
   input specs; `serve` has defaults for seed/num_steps/num_repeats), and pass `signatures()` to
   `tf.saved_model.save`.
   """
@@ -156,6 +179,8 @@ class PurifierModule(tf.Module):
                                    autograph=False)
     self._energies = tf.function(self._energy_of, jit_compile=config.jit_compile,
                                  autograph=False)
+    self._run_batchable = tf.function(self._run_batchable_impl, jit_compile=config.jit_compile,
+                                      autograph=False)
     self._build_signature_functions()
 
   @property
@@ -173,6 +198,28 @@ class PurifierModule(tf.Module):
     if self.has_classifier:
       outputs["logits"] = tf.cast(self._nets.classifier(result.samples, training=False),
                                   tf.float32)
+    return outputs
+
+  def _run_batchable_impl(self, images, seeds):
+    """Batch-invariant purification: images [B,H,W,C], seeds [B,2] -> dict of [B, ...] outputs."""
+    reps = self.config.batchable_num_repeats
+    purified = purify_lib.purify(self._energy_of, images, seeds,
+                                 num_steps=self.config.batchable_num_steps,
+                                 step_size=self.config.step_size,
+                                 temperature=self.config.temperature, num_repeats=reps)
+    first = purified[0]
+    # Forward passes image by image (a [1, ...] batch each, R for the classifier): a batched
+    # matmul's rounding depends on the batch size, the per-image passes' does not.
+    energies = tf.map_fn(lambda image: self._energy_of(image[None])[0], first,
+                         fn_output_signature=tf.float32)
+    outputs = {"purified": first, "energies": energies}
+    if self.has_classifier:
+      per_image = tf.transpose(purified, [1, 0, 2, 3, 4])  # [B, R, H, W, C]
+      logits = tf.map_fn(
+          lambda repeats: purify_lib.mean_logits(self._nets.classifier, repeats[:, None])[0],
+          per_image, fn_output_signature=tf.TensorSpec([self.num_classes], tf.float32))
+      outputs["logits"] = logits
+      outputs["class_ids"] = tf.argmax(logits, axis=-1, output_type=tf.int64)
     return outputs
 
   def _purify_and_classify(self, images, seed, num_steps, num_repeats):
@@ -236,8 +283,17 @@ class PurifierModule(tf.Module):
       (images,) = validation.gate([images], self._float_image_checks(images))
       return {"energies": self._energies(self._prepare_float(images))}
 
+    def purify_batchable(images, seeds):
+      images, seeds = validation.gate(
+          [images, seeds],
+          self._float_image_checks(images) + validation.per_image_seed_checks(seeds, images))
+      return self._run_batchable(self._prepare_float(images), seeds)
+
     self.purify = tf.function(purify, input_signature=[float_images, seed_spec, steps_spec])
     self.energy = tf.function(energy, input_signature=[float_images])
+    self.purify_batchable = tf.function(
+        purify_batchable,
+        input_signature=[float_images, tf.TensorSpec([None, 2], tf.int64, name="seeds")])
 
     if not self.has_classifier:
       def serve_uint8(images, seed=default_seed, num_steps=default_steps):
@@ -281,13 +337,14 @@ class PurifierModule(tf.Module):
   def signatures(self) -> Dict[str, Any]:
     """The signature map for `tf.saved_model.save(module, dir, signatures=...)`."""
     return {SERVING_DEFAULT: self.serve, PURIFY: self.purify, ENERGY: self.energy,
-            SERVING_UINT8: self.serve_uint8}
+            SERVING_UINT8: self.serve_uint8, PURIFY_BATCHABLE: self.purify_batchable}
 
   def signature_input_names(self) -> Dict[str, Sequence[str]]:
     """Input names per signature, e.g. {'energy': ('images',), ...}."""
     controls = ("seed", "num_steps") + (("num_repeats",) if self.has_classifier else ())
     return {SERVING_DEFAULT: ("images",) + controls, PURIFY: ("images", "seed", "num_steps"),
-            ENERGY: ("images",), SERVING_UINT8: ("images",) + controls}
+            ENERGY: ("images",), SERVING_UINT8: ("images",) + controls,
+            PURIFY_BATCHABLE: ("images", "seeds")}
 
 
 def _from_uint8(images):

@@ -58,7 +58,8 @@ def warmup_requests(module: purifier_module.PurifierModule, model_name: str,
   """PredictRequests for every signature at each batch size (zero images, seed [0, 0]).
 
   `num_steps` is small on purpose: the graph (and, with XLA, the compiled program for a batch
-  size) is the same for any step count, and warmup runs while the server loads.
+  size) is the same for any step count, and warmup runs while the server loads. The
+  `purify_batchable` signature runs its export-time `batchable_num_steps` (it has no step input).
   """
   h, w, c = module.config.image_shape
   requests = []
@@ -68,6 +69,7 @@ def warmup_requests(module: purifier_module.PurifierModule, model_name: str,
                        f"got {batch}")
     values = {"seed": np.zeros([2], np.int64), "num_steps": np.int32(num_steps),
               "num_repeats": np.int32(1)}
+    values["seeds"] = np.zeros([batch, 2], np.int64)
     for signature, names in module.signature_input_names().items():
       images = (np.full([batch, h, w, c], 128, np.uint8)
                 if signature == purifier_module.SERVING_UINT8

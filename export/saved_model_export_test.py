@@ -69,10 +69,18 @@ class SavedModelExportTest(tf.test.TestCase):
     self.assertAllEqual(tf.make_ndarray(default.defaults["seed"]), [0, 0])
     self.assertEqual(int(tf.make_ndarray(default.defaults["num_steps"])),
                      self.module.config.default_num_steps)
+    # Server-side batching needs every input and output of a signature batched on dimension 0.
+    batchable = signatures["purify_batchable"]
+    self.assertEqual(sorted(batchable.inputs), ["images", "seeds"])
+    self.assertEqual(sorted(batchable.outputs), ["class_ids", "energies", "logits", "purified"])
+    self.assertEqual(batchable.inputs["seeds"].dtype, tf.int64.as_datatype_enum)
+    for info in list(batchable.inputs.values()) + list(batchable.outputs.values()):
+      self.assertEqual(info.tensor_shape.dim[0].size, -1, msg=info.name)
+    self.assertEmpty(batchable.defaults)
 
   def test_warmup_file_parses_and_replays(self):
     logs = warmup.read_warmup_file(warmup.warmup_path(self.result.version_dir))
-    self.assertLen(logs, 4)  # Four signatures at batch size 1.
+    self.assertLen(logs, 5)  # Five signatures at batch size 1.
     loaded = tf.saved_model.load(self.result.version_dir)
     signatures_seen = set()
     for log in logs:
@@ -83,7 +91,8 @@ class SavedModelExportTest(tf.test.TestCase):
       for value in outputs.values():
         self.assertTrue(np.all(np.isfinite(value.numpy())))
       signatures_seen.add(request.model_spec.signature_name)
-    self.assertEqual(signatures_seen, {"serving_default", "purify", "energy", "serving_uint8"})
+    self.assertEqual(signatures_seen, {"serving_default", "purify", "energy", "serving_uint8",
+                                       "purify_batchable"})
 
   def test_tf1_session_loader_reproduces_in_process_outputs(self):
     # TF Serving runs SavedModels through the TF1 Session loader; a tf.Module holding Keras 3

@@ -109,3 +109,16 @@ def scalar_range_checks(value: tf.Tensor, name: str, low: int, high: int) -> Lis
     ok = tf.logical_and(value >= low, value <= high)
     return ok, [f"{name} must be in [{low}, {high}]; got", value]
   return [rank_check, range_check]
+
+
+def per_image_seed_checks(seeds: tf.Tensor, images: tf.Tensor) -> List[Check]:
+  """Checks that `seeds` has shape [batch, 2] with the batch of `images` (one seed per image)."""
+  def check():
+    shape = tf.shape(seeds, out_type=tf.int32)
+    padded = tf.concat([shape, [0, 0]], 0)
+    batch = tf.shape(images, out_type=tf.int32)[0]
+    ok = tf.logical_and(tf.equal(tf.size(shape), 2),
+                        tf.logical_and(tf.equal(padded[0], batch), tf.equal(padded[1], 2)))
+    return ok, [f"seeds must be a {seeds.dtype.name} matrix of shape [batch, 2], one seed per "
+                "image; got shape", shape, "for images batch", batch]
+  return [check]
