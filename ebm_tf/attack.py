@@ -2,7 +2,7 @@ r"""Robust accuracy of a classifier defended by EBM Langevin purification (BPDA 
 
   python -m ebm_tf.attack --flagfile=flags/defense_digits.cfg --ebm_dir=RUN \
       --classifier_dir=CLF --output_dir=OUT [--defense=purify|none] \
-      [--attack=bpda_eot|full_gradient|none] [--attack_method=pgd|bim|fgm|mim] \
+      [--attack=bpda_eot|full_gradient|exact_gradient|none] [--attack_method=pgd|bim|fgm|mim] \
       [--seeds=0,1] [--num_images=N]
 
 RUN is the --model_dir of an `ebm_tf.train` run (a midrun EBM), CLF that of an
@@ -13,6 +13,9 @@ graph; the weights are a local file: nothing downloads). The presets flags/defen
 the protocols (flags/defense_cifar10.cfg and flags/defense_imagenet.cfg are the paper's).
 Perturbations are in /255 units of [0, 1] images.
 `--defense=none` attacks the classifier alone with the same PGD (the undefended baseline).
+`--attack=exact_gradient` backpropagates through every step of the defense's own chain, the
+noise fixed per EOT repeat, keeping ceil(purify_steps / k) + k chain states (k =
+`--segment_length`, default sqrt(purify_steps)); `full_gradient` through a short chain only.
 `--attack_method` picks the cleverhans.tf2 method run with those gradients, EOT and
 verification: pgd (default), bim (no random start), fgm (one step of size eps) or mim
 (momentum, Dong et al. 2018); bim, fgm and mim need --random_start=false, and fgm also
@@ -70,6 +73,9 @@ _HELP = {
     "purify_temperature": "temperature T of the purification",
     "attack_purify_steps": "full_gradient: Langevin steps differentiated (0 = purify_steps)",
     "max_chain_steps": "full_gradient: memory cap on attack_purify_steps",
+    "segment_length": "exact_gradient: Langevin steps per recomputed segment; the backward pass "
+                      "keeps ceil(purify_steps / k) + k chain states (0 = round(sqrt("
+                      "purify_steps)))",
     "verify_batch_size": "images per verification call (0 = the whole batch)",
     "seeds": "attack seeds; the worst case over them is reported",
     "output_dir": "where results go (re-run with the same one to resume)",

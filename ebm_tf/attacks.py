@@ -1,4 +1,4 @@
-"""l_inf PGD attacks on the Langevin-purification defense: BPDA + EOT, full gradient, undefended.
+"""l_inf PGD on the Langevin-purification defense: BPDA + EOT, full and exact gradient, undefended.
 
 The protocol of Hill et al. (2022) (spec section 2, reference `attack.py`), for images X with
 labels y, radius eps and step eta (both given in /255 units and applied to [-1, 1] pixels as
@@ -53,6 +53,10 @@ Gradients through the purifier:
   chain (at most `max_chain_steps`); memory grows with the chain length. For piecewise-linear
   (ReLU) energies the Hessian vanishes almost everywhere, so this equals BPDA there; it differs
   for smooth energies (softplus, ELU, swish).
+- Exact gradient (`exact_gradient_eot_pgd`, module `ebm_tf.exact_gradient`): backpropagates
+  through every step of the defense's own (1,000-2,000-step) chain at bounded memory: segment
+  checkpoints, recomputation and Hessian-vector products; the same purified values as
+  `purify.purify`. It equals BPDA for ReLU energies too.
 
 Seeds are stateless int32 [2] tensors. `pgd_attack(..., seed)` derives: natural evaluation
 fold_in(seed, 0) (with a verifier: fold_in(fold_in(seed, 0), c) for chunk c of
@@ -70,6 +74,7 @@ from cleverhans.tf2 import utils as cleverhans_utils
 import numpy as np
 import tensorflow as tf
 
+from ebm_tf import exact_gradient
 from ebm_tf import langevin
 from ebm_tf import purify as purify_lib
 
@@ -943,6 +948,64 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
                     verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
                                                    eot_defense_reps),
                     verify_all=chain != settings["num_steps"],
+                    verify_batch_size=verify_batch_size, random_start=random_start,
+                    return_trajectory=return_trajectory, log_every=log_every, **method)
+
+
+def exact_gradient_eot_pgd(classifier: purify_lib.Classifier,
+                           energy_fn: purify_lib.EnergyFn,
+                           images,
+                           labels,
+                           seed,
+                           *,
+                           eps_255,
+                           step_size_255,
+                           adv_steps: int,
+                           purify_steps: int,
+                           purify_step_size: float,
+                           purify_temperature: float,
+                           eot_attack_reps: int,
+                           eot_defense_reps: int,
+                           segment_length: Optional[int] = None,
+                           random_start: bool = True,
+                           attack_method: str = "pgd",
+                           verify_batch_size: Optional[int] = None,
+                           return_trajectory: bool = False,
+                           log_every: int = 0) -> AttackResult:
+  """PGD whose gradient is exact through the defense's whole purification (all L steps).
+
+  The attack logits are `exact_gradient.exact_gradient_eot_logits` over the defense's own
+  `purify_steps` with `eot_attack_reps` repeats: their values are the defense's EOT logits
+  (bitwise `purify.eot_logits` with the same seed) and their gradient backpropagates through
+  every Langevin step, the noise fixed per EOT repeat, keeping ceil(L/k) + k chain states
+  (k = `segment_length`, default round(sqrt(L))). Verification, permanent breaks and every
+  attack_method are those of `bpda_eot_pgd`. For ReLU energies the gradient equals BPDA's
+  (module docstring of `ebm_tf.exact_gradient`); each gradient costs about 4-5x BPDA's
+  purification (chain, recomputation, Hessian-vector products).
+
+  Args: as `bpda_eot_pgd` (attack_method included), plus segment_length (int >= 1 or None).
+
+  Raises:
+    ValueError: as `bpda_eot_pgd`, and for a segment_length that is not an int >= 1.
+  """
+  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
+                                  adv_steps=adv_steps, random_start=random_start)
+  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
+  eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
+  eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
+  if segment_length is None:
+    segment_length = exact_gradient.default_segment_length(settings["num_steps"])
+  segment_length = _count(segment_length, "segment_length", minimum=1)
+
+  def attack_logits(x, seed):
+    return exact_gradient.exact_gradient_eot_logits(
+        classifier, energy_fn, x, seed, num_repeats=eot_attack_reps,
+        segment_length=segment_length, **settings)
+
+  return pgd_attack(attack_logits, images, labels, seed, eps_255=eps_255,
+                    step_size_255=step_size_255, adv_steps=adv_steps,
+                    verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
+                                                   eot_defense_reps),
                     verify_batch_size=verify_batch_size, random_start=random_start,
                     return_trajectory=return_trajectory, log_every=log_every, **method)
 

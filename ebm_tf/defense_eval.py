@@ -48,6 +48,7 @@ from ebm_tf import attacks
 from ebm_tf import classifier_lib
 from ebm_tf import config as config_lib
 from ebm_tf import data
+from ebm_tf import exact_gradient
 from ebm_tf import file_io
 from ebm_tf import keras_app_classifier
 from ebm_tf import models
@@ -56,7 +57,7 @@ from ebm_tf import runs
 from ebm_tf import summaries
 
 DEFENSES = ("purify", "none")
-ATTACKS = ("bpda_eot", "full_gradient", "none")
+ATTACKS = ("bpda_eot", "full_gradient", "exact_gradient", "none")
 BATCH_DIR = "batches"
 SUMMARY_FILENAME = "summary.json"
 CURVE_FILENAME = "accuracy_curve.png"
@@ -66,7 +67,7 @@ _NOT_IN_FINGERPRINT = ("output_dir", "seeds", "num_images", "log_every")
 # Fields added after batches were first written: left out of the fingerprint while they hold
 # the value that those batches were computed with, so that older output directories resume.
 _FINGERPRINT_ONLY_IF_NOT = {"attack_method": "pgd", "classifier": "", "classifier_weights": "",
-                            "classifier_input_size": 0}
+                            "classifier_input_size": 0, "segment_length": 0}
 ATTACK_METHODS = attacks.ATTACK_METHODS
 
 
@@ -109,6 +110,8 @@ class DefenseEvalConfig:
   purify_temperature: float = 1e-4
   attack_purify_steps: int = 0  # full_gradient: Langevin steps differentiated (0 = purify_steps)
   max_chain_steps: int = attacks.MAX_CHAIN_STEPS  # full_gradient memory cap
+  # exact_gradient: chain steps per recomputed segment (0 = round(sqrt(purify_steps))).
+  segment_length: int = 0
   verify_batch_size: int = 0  # images per EOT-defense verification call (0 = the whole batch)
   seeds: Tuple[int, ...] = (0, 1)
   # Output.
@@ -120,7 +123,8 @@ class DefenseEvalConfig:
 
   @property
   def effective_attack(self) -> str:
-    """'none', 'pgd' (the classifier alone: defense 'none'), 'bpda_eot' or 'full_gradient'."""
+    """'none', 'pgd' (the classifier alone: defense 'none'), 'bpda_eot', 'full_gradient' or
+    'exact_gradient'."""
     if self.attack == "none":
       return "none"
     return "pgd" if self.defense == "none" else self.attack
@@ -184,6 +188,7 @@ def validate(config: DefenseEvalConfig) -> None:
   for name, minimum in (("num_images", 1), ("batch_size", 1), ("adv_steps", 0),
                         ("eot_attack_reps", 1), ("eot_defense_reps", 1), ("purify_steps", 0),
                         ("attack_purify_steps", 0), ("max_chain_steps", 1),
+                        ("segment_length", 0),
                         ("verify_batch_size", 0), ("shuffle_seed", 0), ("log_every", 0)):
     value = getattr(c, name)
     _check(_is_int(value) and value >= minimum,
@@ -471,9 +476,21 @@ def attack_batch(setup: EvalSetup, images: np.ndarray, labels: np.ndarray,
   if kind == "bpda_eot":
     return attacks.bpda_eot_pgd(setup.classifier, setup.energy_fn, images, labels, seed,
                                 **common, **defense)
+  if kind == "exact_gradient":
+    return attacks.exact_gradient_eot_pgd(setup.classifier, setup.energy_fn, images, labels,
+                                          seed, **common, **defense,
+                                          segment_length=effective_segment_length(c))
   return attacks.full_gradient_eot_pgd(
       setup.classifier, setup.energy_fn, images, labels, seed, **common, **defense,
       attack_purify_steps=c.attack_purify_steps or None, max_chain_steps=c.max_chain_steps)
+
+
+def effective_segment_length(config: DefenseEvalConfig) -> Optional[int]:
+  """The exact-gradient attack's segment length k (config.segment_length, 0 = round(sqrt L));
+  None for other attacks."""
+  if config.effective_attack != "exact_gradient":
+    return None
+  return config.segment_length or exact_gradient.default_segment_length(config.purify_steps)
 
 
 # ------------------------------------------------------------------------------------------
@@ -484,10 +501,13 @@ def fingerprint(setup: EvalSetup) -> Dict[str, Any]:
   """The settings a batch's result depends on (compared on resume).
 
   Every config field but `_NOT_IN_FINGERPRINT`, and the models; attack_method only when it is
-  not 'pgd' (batches from before it existed were computed with 'pgd').
+  not 'pgd' (batches from before it existed were computed with 'pgd'). The exact-gradient
+  attack records its effective segment length (which changes float rounding of the gradient).
   """
   settings = {k: v for k, v in config_as_dict(setup.config).items()
               if k not in _NOT_IN_FINGERPRINT and _FINGERPRINT_ONLY_IF_NOT.get(k, object()) != v}
+  if effective_segment_length(setup.config) is not None:
+    settings["segment_length"] = effective_segment_length(setup.config)
   settings["models"] = setup.models_info
   return json.loads(json.dumps(settings))  # normalised as it reads back from JSON
 
@@ -748,6 +768,8 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
       "num_images": int(len(setup.labels)), "seeds": list(c.seeds),
       "defense": c.defense, "attack": c.effective_attack,
       "attack_method": c.attack_method if c.effective_attack != "none" else None,
+      **({"segment_length": effective_segment_length(c)}
+         if c.effective_attack == "exact_gradient" else {}),
       **overall,
       "per_seed": [{k: s[k] for k in ("seed", "natural_accuracy", "robust_accuracy",
                                        "accuracy_curve", "compute_seconds")}

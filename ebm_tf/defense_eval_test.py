@@ -73,6 +73,8 @@ class ConfigTest(parameterized.TestCase):
       ("nan_step", dict(step_size_255=float("nan")), "step_size_255"),
       ("bad_defense", dict(defense="adversarial"), "defense must be one of"),
       ("bad_attack", dict(attack="cw"), "attack must be one of"),
+      ("negative_segment_length", dict(attack="exact_gradient", segment_length=-1),
+       "segment_length must be an integer >= 0"),
       ("no_seeds", dict(seeds=()), "seeds must be a non-empty list"),
       ("repeated_seeds", dict(seeds=(1, 1)), "seeds must be distinct"),
       ("zero_images", dict(num_images=0), "num_images must be an integer >= 1"),
@@ -346,6 +348,43 @@ class EvaluateTest(tf.test.TestCase):
     self.assertLen(result.accuracy_curve, 3)
     attacks.check_perturbation(result.adversarial_images, setup.images[:2],
                                attacks.to_pixel_units(64.0))
+
+  def test_exact_gradient_attack_equals_bpda_on_a_relu_ebm(self):
+    # ebm_small is ReLU: every step Jacobian is I, so the exact gradient through the whole
+    # chain is BPDA's, and the two attacks take the same steps on the same chains.
+    self.output_dir = self.create_tempdir().full_path
+    energy = models.energy_fn(self.ebm)
+    results, images = {}, {}
+    for attack, function in (("bpda_eot", "bpda_eot_pgd"),
+                             ("exact_gradient", "exact_gradient_eot_pgd")):
+      config = _config(output_dir=os.path.join(self.output_dir, attack), attack=attack,
+                       adv_steps=2, purify_steps=5, num_images=2, seeds=(0,))
+      setup = defense_eval.prepare(config, classifier=self.classifier, energy_fn=energy)
+      original = getattr(attacks, function)
+      returned = []
+      with mock.patch.object(attacks, function,
+                             side_effect=lambda *a, **k: returned.append(original(*a, **k))
+                             or returned[-1]):
+        summary = defense_eval.evaluate(setup)
+      self.assertLen(returned, 1)
+      images[attack] = returned[0].adversarial_images
+      with open(os.path.join(self.output_dir, attack, "batches", "seed0_batch0.json")) as f:
+        results[attack] = json.load(f)
+      if attack == "exact_gradient":
+        # k = round(sqrt(5)) = 2 is recorded in the summary and in the resume fingerprint.
+        self.assertEqual(summary["segment_length"], 2)
+        self.assertEqual(defense_eval.fingerprint(setup)["segment_length"], 2)
+        with self.assertRaisesRegex(ValueError, r"other settings \(segment_length: 2 -> 3"):
+          defense_eval.evaluate(defense_eval.prepare(
+              dataclasses.replace(config, segment_length=3), classifier=self.classifier,
+              energy_fn=energy))
+      else:
+        self.assertNotIn("segment_length", summary)
+        self.assertNotIn("segment_length", defense_eval.fingerprint(setup))
+    for key in ("natural_correct", "robust_correct", "broken_at", "accuracy_curve"):
+      self.assertEqual(results["exact_gradient"][key], results["bpda_eot"][key], key)
+    self.assertAllClose(images["exact_gradient"], images["bpda_eot"], atol=1e-6)
+    # (exact_gradient_test.py compares the two attacks' PGD iterates on attacked images.)
 
 
 class PrepareFromRunsTest(tf.test.TestCase):

@@ -160,6 +160,36 @@ class ExactGradientTest(tf.test.TestCase):
     self.assertEqual(exact_gradient.default_segment_length(2000), 45)
     self.assertEqual(exact_gradient.default_segment_length(0), 1)
 
+  def test_runs_in_the_pgd_loop(self):
+    weights = tf.random.stateless_normal([16, 3], (7, 8))
+    classifier = lambda x: tf.reshape(x, [-1, 16]) @ weights
+    x = tf.random.stateless_uniform([4, 4, 4, 1], (9, 9), -1.0, 1.0)
+    y = np.argmax(classifier(x), -1)  # the clean images are classified correctly
+    kwargs = dict(eps_255=32, step_size_255=16, adv_steps=2, purify_steps=4,
+                  purify_step_size=0.1, purify_temperature=0.5, eot_attack_reps=2,
+                  eot_defense_reps=2, return_trajectory=True)
+    # A ReLU energy: the exact attack takes BPDA's steps.
+    keras.utils.set_random_seed(2)
+    relu = keras.Sequential([keras.Input((4, 4, 1)),
+                             keras.layers.Conv2D(3, 3, padding="same", activation="relu"),
+                             keras.layers.Flatten(), keras.layers.Dense(1, use_bias=False)])
+    relu_energy = lambda x: relu(x, training=False)[:, 0]
+    exact = attacks.exact_gradient_eot_pgd(classifier, relu_energy, x, y, _SEED,
+                                           segment_length=3, **kwargs)
+    bpda = attacks.bpda_eot_pgd(classifier, relu_energy, x, y, _SEED, **kwargs)
+    self.assertAllClose(exact.trajectory, bpda.trajectory, atol=1e-6)
+    self.assertAllEqual(exact.accuracy_curve, bpda.accuracy_curve)
+    self.assertGreater(np.max(np.abs(exact.trajectory[-1] - x)), 0.99 * exact.eps)
+    # A smooth energy and another attack method (MIM, from the clean images).
+    energy = _smooth_energy()
+    mim = dict(kwargs, attack_method="mim", random_start=False)
+    exact = attacks.exact_gradient_eot_pgd(classifier, energy, x, y, _SEED, **mim)
+    for t, x_adv in enumerate(exact.trajectory):
+      attacks.check_perturbation(x_adv, x, exact.eps, f"step {t}")
+    with self.assertRaisesRegex(ValueError, "segment_length must be an integer >= 1; got 0"):
+      attacks.exact_gradient_eot_pgd(classifier, energy, x, y, _SEED, segment_length=0,
+                                     **kwargs)
+
   def test_bad_arguments(self):
     energy = _smooth_energy()
     x = tf.zeros([1, 4, 4, 1])
