@@ -11,9 +11,14 @@ the histogram of the chains is compared with the exact bin masses
       --record_steps=0,30,300,3000,10000,30000 --num_chains=500 --bins=20 --seed=0 \
       --output_json=docs/toy_stability.json --output_png=docs/toy_stability.png
 
-Writes the JSON (the command, settings, each run's measured training chain length, the i.i.d.
-reference and one curve per run and init) and a PNG of TV and KL against the step. A thin caller
-of ebm_tf.toy_eval.
+A run given as `name=exact` is the exact energy -log p of the toy (--toy, or the other runs'
+toy) sampled by the same sampler at --exact_step_size: the sampler's own share of the distance.
+The new longrun preset and the full three-toy protocol: docs/scripts/toy_results.sh.
+
+Writes the JSON (the command, settings, each run's measured training chain length, its own law
+exp(-E/T) binned on the grid against the exact bin masses (`model_density`: the model's bias
+without any sampling), the i.i.d. reference and one curve per run and init) and a PNG of TV and
+KL against the step. A thin caller of ebm_tf.toy_eval.
 """
 
 import os
@@ -32,7 +37,13 @@ from ebm_tf import runs
 from ebm_tf import toy_eval
 
 _RUNS = flags.DEFINE_list("runs", ["shortrun=runs/shortrun_toy", "longrun=runs/longrun_toy"],
-                          "name=model_dir pairs of trained toy runs.")
+                          "name=model_dir pairs of trained toy runs; model_dir 'exact' is the "
+                          "exact energy -log p of --toy (T = 1, no tau) sampled with "
+                          "--exact_step_size: what the sampler does with the right density.")
+_TOY = flags.DEFINE_string("toy", None, "toy dataset (e.g. toy_two_rings); needed only when "
+                           "every run is 'exact', else checked against the runs'.")
+_EXACT_STEP_SIZE = flags.DEFINE_float("exact_step_size", 0.05, "Langevin step size of the "
+                                      "'exact' run.")
 _RECORD_STEPS = flags.DEFINE_list("record_steps", ["0", "30", "300", "3000", "10000", "30000"],
                                   "Langevin steps at which the chains are scored.")
 _INITS = flags.DEFINE_list("inits", ["data", "noise"],
@@ -74,26 +85,46 @@ def main(argv):
              "runs": {}}
   curves = {}
   toy = None
-  for spec in _RUNS.value:
-    name, sep, model_dir = spec.partition("=")
+  if _TOY.value:
+    if not data.is_toy(_TOY.value):
+      raise app.UsageError(f"--toy must be one of {list(data.TOY_DATASETS)}; got {_TOY.value!r}")
+    toy = data.toy_density(_TOY.value)
+  specs = [spec.partition("=") for spec in _RUNS.value]
+  for spec, (name, sep, model_dir) in zip(_RUNS.value, specs):
     if not sep:
       raise app.UsageError(f"--runs entries must be name=model_dir; got {spec!r}")
-    ebm, config, path = runs.restore_ebm(model_dir)
-    if not data.is_toy(config.dataset):
-      raise app.UsageError(f"run {model_dir!r} was trained on {config.dataset!r}, not a toy")
-    run_toy = data.toy_density(config.dataset)
-    if toy is not None and run_toy.name != toy.name:
-      raise app.UsageError("all runs must be trained on the same toy")
-    toy = run_toy
-    step_size = _STEP_SIZE.value or config.epsilon
-    entry = {"model_dir": model_dir, "checkpoint": path, "dataset": config.dataset,
-             "mcmc_init": config.mcmc_init, "rejuvenation_prob": config.rejuvenation_prob,
-             "persistent_size": config.persistent_size, "mcmc_steps": config.mcmc_steps,
-             "train_steps": config.train_steps, "epsilon": config.epsilon,
-             "mcmc_temp": config.mcmc_temp, "eval_step_size": step_size,
-             "training_chain_length": _training_chain_length(path, config.mcmc_steps),
-             "curves": {}}
-    energy_fn = models.energy_fn(ebm)
+  if toy is None and all(model_dir == "exact" for _, _, model_dir in specs):
+    raise app.UsageError("--toy is needed when every run is 'exact'")
+  # Trained runs first: they fix the toy that the 'exact' runs sample.
+  for name, _, model_dir in sorted(specs, key=lambda spec: spec[2] == "exact"):
+    if model_dir == "exact":
+      step_size, temperature, tau = _EXACT_STEP_SIZE.value, 1.0, None
+      energy_fn = toy.energy
+      entry = {"model_dir": "exact", "dataset": f"toy_{toy.name}", "eval_step_size": step_size,
+               "mcmc_temp": 1.0, "curves": {}}
+    else:
+      ebm, config, path = runs.restore_ebm(model_dir)
+      if not data.is_toy(config.dataset):
+        raise app.UsageError(f"run {model_dir!r} was trained on {config.dataset!r}, not a toy")
+      run_toy = data.toy_density(config.dataset)
+      if toy is not None and run_toy.name != toy.name:
+        raise app.UsageError("all runs (and --toy) must be the same toy")
+      toy = run_toy
+      step_size = _STEP_SIZE.value or config.epsilon
+      temperature, tau = config.mcmc_temp, config.tau or None
+      entry = {"model_dir": model_dir, "checkpoint": path, "dataset": config.dataset,
+               "mcmc_init": config.mcmc_init, "rejuvenation_prob": config.rejuvenation_prob,
+               "persistent_size": config.persistent_size, "mcmc_steps": config.mcmc_steps,
+               "train_steps": config.train_steps, "epsilon": config.epsilon,
+               "mcmc_temp": config.mcmc_temp, "tau": config.tau, "eval_step_size": step_size,
+               "training_chain_length": _training_chain_length(path, config.mcmc_steps),
+               "curves": {}}
+      energy_fn = models.energy_fn(ebm)
+    # The model's own law exp(-E/T) on the grid: is the model the right density at all?
+    entry["model_density"] = toy_eval.model_density_distances(
+        energy_fn, toy, temperature=temperature, tau=tau, bins=bins)
+    print(f"{name:>10s} model exp(-E/T) on the grid: tv {entry['model_density']['tv']:.3f}  "
+          f"kl {entry['model_density']['kl']:.3f}", flush=True)
     x_inits = {}
     for i, init in enumerate(_INITS.value):
       init_seed = fold(base_seed, i)
@@ -108,7 +139,8 @@ def main(argv):
     # All inits of a run go through the sampler as one batch of independent chains.
     run_curves = toy_eval.chain_distance_curves(
         energy_fn, toy, x_inits, fold(base_seed, 100), record_steps, step_size=step_size,
-        temperature=config.mcmc_temp, bins=bins, tau=config.tau or None)
+        temperature=temperature, bins=bins, tau=tau)
+    entry["chain_seconds"] = round(time.time() - start, 1)
     logging.info("%s: %.0f s", name, time.time() - start)
     for init, curve in run_curves.items():
       for point in curve:
