@@ -19,12 +19,22 @@ noise fixed per EOT repeat, keeping ceil(purify_steps / k) + k chain states (k =
 `--attack_method` picks the cleverhans.tf2 method run with those gradients, EOT and
 verification: pgd (default), bim (no random start), fgm (one step of size eps) or mim
 (momentum, Dong et al. 2018); bim, fgm and mim need --random_start=false, and fgm also
---adv_steps=1 --step_size_255=<eps_255> (flags/defense_digits_mim.cfg is a MIM preset).
+--adv_steps=1 --step_size_255=<eps_255> (flags/defense_digits_mim.cfg is a MIM preset);
+--attack_method=apgd is APGD's step-size schedule (Croce and Hein 2020) and needs
+--step_size_255=<2 * eps_255>, its initial step.
 
 OUT receives per-seed JSON and PNG curves, summary.json (natural and robust accuracy with 95%
 CIs, the worst case over seeds, settings, compute time) and batches/, one file per finished
 batch: re-running the same command resumes, skipping finished batches. See
 `ebm_tf.defense_eval` for the layout.
+
+Sharded (N machines or GPUs, one output directory on shared storage, or copied together):
+
+  python -m ebm_tf.attack <same flags> --num_shards=N --shard_index=k   # k = 0 .. N-1
+  python -m ebm_tf.attack <same flags> --merge_only                     # writes summary.json
+
+Each shard computes every N-th batch of the (seed, batch) plan; the merge reuses them all (it
+fails naming the missing batches, or the differing settings of a shard run otherwise).
 """
 
 
@@ -59,9 +69,10 @@ _HELP = {
     "batch_size": "images per batch (the unit of resumption)",
     "defense": f"one of {defense_eval.DEFENSES}",
     "attack": f"one of {defense_eval.ATTACKS}; with --defense=none every attack is plain PGD",
-    "attack_method": f"one of {defense_eval.ATTACK_METHODS} (cleverhans' PGD, BIM, FGM, MIM): "
-                     "bim, fgm and mim need --random_start=false; fgm also --adv_steps=1 and "
-                     "--step_size_255 equal to --eps_255",
+    "attack_method": f"one of {defense_eval.ATTACK_METHODS} (cleverhans' PGD, BIM, FGM, MIM; "
+                     "APGD): bim, fgm and mim need --random_start=false; fgm also "
+                     "--adv_steps=1 and --step_size_255 equal to --eps_255; apgd "
+                     "--step_size_255 equal to 2 * --eps_255",
     "eps_255": "l_inf radius in /255 units of [0, 1] images (8 = 8/255)",
     "step_size_255": "PGD step in /255 units",
     "adv_steps": "PGD steps (adv_steps + 1 evaluations after the random start)",
@@ -80,6 +91,11 @@ _HELP = {
     "seeds": "attack seeds; the worst case over them is reported",
     "output_dir": "where results go (re-run with the same one to resume)",
     "log_every": "attack evaluations between progress lines inside a batch (0 = none)",
+    "num_shards": "split the (seed, batch) plan into this many shards (N machines or GPUs); "
+                  "merge: the same command without --num_shards/--shard_index",
+    "shard_index": "the shard this process computes, in [0, num_shards)",
+    "merge_only": "compute nothing: write summary.json from the shards' batches in "
+                  "--output_dir, failing if any is missing",
 }
 
 
@@ -110,9 +126,12 @@ def main(argv):
   try:
     summary = defense_eval.evaluate(setup)
   except ValueError as error:
-    if "computed with other settings" not in str(error):
+    if "computed with other settings" not in str(error) and "merge_only" not in str(error):
       raise
     raise app.UsageError(str(error)) from None
+  if config.num_shards > 1:
+    print(defense_eval.format_shard_report(summary))
+    return
   print(defense_eval.format_summary(summary))
   print(f"wrote {config.output_dir}/{defense_eval.SUMMARY_FILENAME}")
 

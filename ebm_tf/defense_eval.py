@@ -31,6 +31,13 @@ steps). With attack 'none' the curve is [natural accuracy].
 Seeds: batch i of attack seed k uses the stateless seed [k, i] (int32 [2]) for everything
 random in that batch (random start, purification noise), so a batch's result does not depend
 on which other batches ran or in what order.
+
+Sharding (N machines or GPUs sharing one evaluation): with num_shards = N > 1 and shard_index
+k, `evaluate` computes only the units (seed, batch) at positions u = k, k + N, k + 2N, ... of
+the seed-major plan (`shard_plan`), writes their batch records into the same batches/ folder
+and returns a shard report instead of writing summary.json. Any run without shard settings
+over that folder (`merge_only=True` to refuse computing anything) reuses every record and
+writes the one summary; records with other settings are refused, naming the settings.
 """
 
 import dataclasses
@@ -63,7 +70,8 @@ SUMMARY_FILENAME = "summary.json"
 CURVE_FILENAME = "accuracy_curve.png"
 FORMAT_VERSION = 1
 # Config fields that do not change any batch's result (excluded from the resume fingerprint).
-_NOT_IN_FINGERPRINT = ("output_dir", "seeds", "num_images", "log_every")
+_NOT_IN_FINGERPRINT = ("output_dir", "seeds", "num_images", "log_every", "num_shards",
+                       "shard_index", "merge_only")
 # Fields added after batches were first written: left out of the fingerprint while they hold
 # the value that those batches were computed with, so that older output directories resume.
 _FINGERPRINT_ONLY_IF_NOT = {"attack_method": "pgd", "classifier": "", "classifier_weights": "",
@@ -117,6 +125,10 @@ class DefenseEvalConfig:
   # Output.
   output_dir: str = ""
   log_every: int = 10  # attack evaluations between progress lines inside a batch (0 = none)
+  # Scale-out: this process computes shard shard_index of num_shards (module docstring).
+  num_shards: int = 1
+  shard_index: int = 0
+  merge_only: bool = False  # compute nothing: fail unless every batch is already in output_dir
 
   def __post_init__(self):
     validate(self)
@@ -196,6 +208,15 @@ def validate(config: DefenseEvalConfig) -> None:
   _check(len(c.seeds) >= 1 and all(_is_int(s) and 0 <= s < 2**31 for s in c.seeds),
          f"seeds must be a non-empty list of integers in [0, 2^31); got {list(c.seeds)}")
   _check(len(set(c.seeds)) == len(c.seeds), f"seeds must be distinct; got {list(c.seeds)}")
+  _check(_is_int(c.num_shards) and c.num_shards >= 1,
+         f"num_shards must be an integer >= 1; got {c.num_shards!r}")
+  _check(_is_int(c.shard_index) and 0 <= c.shard_index < c.num_shards,
+         f"shard_index must be an integer in [0, num_shards = {c.num_shards}); got "
+         f"{c.shard_index!r}")
+  _check(isinstance(c.merge_only, bool), f"merge_only must be a bool; got {c.merge_only!r}")
+  _check(not (c.merge_only and c.num_shards > 1),
+         f"merge_only merges every shard's batches: run it without num_shards/shard_index; got "
+         f"num_shards={c.num_shards}")
   if c.effective_attack != "none":
     attacks.attack_method_settings(c.attack_method, eps_255=c.eps_255,
                                    step_size_255=c.step_size_255, adv_steps=c.adv_steps,
@@ -663,6 +684,16 @@ def _plan(setup: EvalSetup) -> List[Tuple[int, int, slice]]:
           for seed in setup.config.seeds for i, start in enumerate(range(0, n, b))]
 
 
+def shard_plan(plan: Sequence[Any], num_shards: int, shard_index: int) -> List[Any]:
+  """The units of shard `shard_index` of `num_shards`: plan[k], plan[k + n], plan[k + 2n], ...
+
+  Round-robin over the seed-major (seed, batch) plan, so every shard gets batches of every
+  seed and the shards' sizes differ by at most one. The shards of one plan are disjoint and
+  together cover it.
+  """
+  return list(plan[shard_index::num_shards])
+
+
 def _dict_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
   keys = sorted(set(a) | set(b))
   diff = []
@@ -710,14 +741,18 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
 
   Every (seed, batch) whose record already exists with the same settings is reused; the
   others are computed and written as soon as each finishes. Logs a progress line with an ETA
-  after every batch.
+  after every batch. With config.num_shards > 1 only the shard's units (`shard_plan`) are
+  computed and no summary is written (module docstring).
 
   Returns:
-    The summary (also written to <output_dir>/summary.json): per-seed results, the worst case
-    over seeds, settings, number of images, compute time.
+    Unsharded: the summary (also written to <output_dir>/summary.json): per-seed results, the
+    worst case over seeds, settings, number of images, compute time. Sharded: a shard report
+    {shard_index, num_shards, batches_of_this_shard, batches_computed_this_run,
+    batches_reused, batches_in_plan, batches_missing (all shards), this_run_seconds}.
 
   Raises:
-    ValueError: records in output_dir from other settings (see `load_finished_batches`).
+    ValueError: records in output_dir from other settings (see `load_finished_batches`), or
+      merge_only with batches missing (the message names them).
   """
   c = setup.config
   start_time = time.perf_counter()
@@ -725,14 +760,25 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
   settings = fingerprint(setup)
   finished = load_finished_batches(setup)
   plan = _plan(setup)
-  todo = [unit for unit in plan if unit[:2] not in finished]
+  sharded = c.num_shards > 1
+  mine = shard_plan(plan, c.num_shards, c.shard_index) if sharded else plan
+  todo = [unit for unit in mine if unit[:2] not in finished]
+  if c.merge_only and todo:
+    missing = ", ".join(f"seed {s} batch {i}" for s, i, _ in todo[:5])
+    raise ValueError(f"merge_only: {len(todo)} of the {len(plan)} batches are not in "
+                     f"{os.path.join(c.output_dir, BATCH_DIR)} ({missing}"
+                     f"{', ...' if len(todo) > 5 else ''}): run the missing shards first")
   if len(c.seeds) < 2:
     logging.warning("one attack seed: the worst case over seeds needs at least two "
                     "(--seeds=0,1)")
+  if sharded:
+    logging.info("shard %d of %d: %d of the plan's %d batches", c.shard_index, c.num_shards,
+                 len(mine), len(plan))
+  reused = [unit[:2] for unit in mine if unit[:2] in finished]
   logging.info("%d images in %d batch(es) x %d seed(s): %d batch(es) to run, %d reused from %s",
                len(setup.labels), len(plan) // len(c.seeds), len(c.seeds), len(todo),
-               len(finished), os.path.join(c.output_dir, BATCH_DIR))
-  for seed, i in sorted(finished):
+               len(reused), os.path.join(c.output_dir, BATCH_DIR))
+  for seed, i in sorted(reused):
     logging.info("reusing batch %d of seed %d (%s)", i, seed, batch_path(c.output_dir, seed, i))
   run_seconds = []
   for seed, i, part in todo:
@@ -751,7 +797,22 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
     logging.info("seed %d batch %d done in %s: natural %.3f robust %.3f | %d/%d batches | "
                  "ETA %s", seed, i, summaries.format_duration(seconds),
                  result.natural_accuracy, result.robust_accuracy,
-                 len(plan) - left, len(plan), eta)
+                 len(mine) - left, len(mine), eta)
+
+  if sharded:
+    # Re-read every record: a sibling shard run with other settings fails here too.
+    finished = load_finished_batches(setup)
+    missing = [unit[:2] for unit in plan if unit[:2] not in finished]
+    logging.info("shard %d of %d done; %d of the %d batches still missing in %s%s",
+                 c.shard_index, c.num_shards, len(missing), len(plan),
+                 os.path.join(c.output_dir, BATCH_DIR),
+                 "" if missing else ": merge with the same command without "
+                 "--num_shards/--shard_index")
+    return {"shard_index": c.shard_index, "num_shards": c.num_shards,
+            "batches_of_this_shard": len(mine), "batches_computed_this_run": len(todo),
+            "batches_reused": len(mine) - len(todo), "batches_in_plan": len(plan),
+            "batches_missing": len(missing),
+            "this_run_seconds": float(time.perf_counter() - start_time)}
 
   seed_summaries = []
   for seed in c.seeds:
@@ -804,6 +865,17 @@ def _device_description() -> str:
   if gpus:
     return f"{len(gpus)} GPU(s)"
   return f"CPU ({os.cpu_count()} cores visible)"
+
+
+def format_shard_report(report: Mapping[str, Any]) -> str:
+  """One human-readable line of a sharded `evaluate`'s report."""
+  then = ("every batch is in: merge with the same command without --num_shards/--shard_index"
+          if not report["batches_missing"] else
+          f"{report['batches_missing']} of {report['batches_in_plan']} batches still missing "
+          f"(other shards)")
+  return (f"shard {report['shard_index']} of {report['num_shards']}: "
+          f"{report['batches_of_this_shard']} batches ({report['batches_computed_this_run']} "
+          f"computed, {report['batches_reused']} reused); {then}")
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

@@ -94,6 +94,15 @@ class ConfigTest(parameterized.TestCase):
        "attack_method 'mim' starts from the clean images"),
       ("fgm_with_two_steps", dict(attack_method="fgm", random_start=False),
        "attack_method 'fgm' is one step of size eps: it needs adv_steps=1"),
+      ("apgd_with_its_own_step", dict(attack_method="apgd"),
+       r"it needs step_size_255 = 2 \* eps_255 = 128.0 \(--step_size_255\); got "
+       "step_size_255=16.0"),
+      ("zero_shards", dict(num_shards=0), "num_shards must be an integer >= 1; got 0"),
+      ("shard_index_out_of_range", dict(num_shards=2, shard_index=2),
+       r"shard_index must be an integer in \[0, num_shards = 2\); got 2"),
+      ("negative_shard_index", dict(shard_index=-1), "shard_index must be an integer in"),
+      ("merge_only_in_a_shard", dict(num_shards=2, merge_only=True),
+       "merge_only merges every shard's batches: run it without num_shards/shard_index"),
   )
   def test_bad_settings_raise(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -271,6 +280,56 @@ class EvaluateTest(tf.test.TestCase):
     for b in range(4):
       t = result.broken_at[b] if result.broken[b] else 3
       self.assertAllClose(result.adversarial_images[b], iterates[t][b], atol=1e-6)
+
+  def test_shards_partition_the_plan_and_their_merge_is_the_unsharded_result(self):
+    plan = [(s, i) for s in (0, 1) for i in range(3)]
+    shards = [defense_eval.shard_plan(plan, 4, k) for k in range(4)]
+    self.assertEqual(shards, [[(0, 0), (1, 1)], [(0, 1), (1, 2)], [(0, 2)], [(1, 0)]])
+    self.assertEqual(defense_eval.shard_plan(plan, 1, 0), plan)
+
+    overrides = dict(num_images=10, attack_method="apgd", step_size_255=128.0, adv_steps=3)
+    self.output_dir = self.create_tempdir().full_path
+    whole = defense_eval.evaluate(self._setup(**overrides))  # 3 batches x 2 seeds
+    self.output_dir = self.create_tempdir().full_path
+    computed = []
+    original = attacks.undefended_pgd
+
+    def spy(*args, **kwargs):
+      computed.append(tuple(int(v) for v in args[3].numpy()))  # the batch seed [seed, batch]
+      return original(*args, **kwargs)
+
+    reports = []
+    for k in (1, 0):
+      with mock.patch.object(attacks, "undefended_pgd", side_effect=spy):
+        reports.append(defense_eval.evaluate(self._setup(num_shards=2, shard_index=k,
+                                                         **overrides)))
+    self.assertEqual(computed, [(0, 1), (1, 0), (1, 2), (0, 0), (0, 2), (1, 1)])
+    self.assertEqual([r["batches_missing"] for r in reports], [3, 0])
+    self.assertFalse(os.path.exists(os.path.join(self.output_dir, "summary.json")))
+    self.assertIn("shard 0 of 2: 3 batches (3 computed, 0 reused); every batch is in",
+                  defense_eval.format_shard_report(reports[1]))
+    # A shard run again reuses its batches.
+    again = defense_eval.evaluate(self._setup(num_shards=2, shard_index=1, **overrides))
+    self.assertEqual((again["batches_computed_this_run"], again["batches_reused"]), (0, 3))
+    with mock.patch.object(attacks, "undefended_pgd", side_effect=AssertionError("merge")):
+      merged = defense_eval.evaluate(self._setup(merge_only=True, **overrides))
+    self.assertEqual(merged["batches_reused"], 6)
+    for key in ("per_image_worst_case_robust_accuracy", "worst_case_robust_accuracy",
+                "mean_robust_accuracy", "attack_method"):
+      self.assertEqual(merged[key], whole[key], key)
+    for a, b in zip(merged["per_seed"], whole["per_seed"]):
+      self.assertEqual((a["natural_accuracy"], a["robust_accuracy"], a["accuracy_curve"]),
+                       (b["natural_accuracy"], b["robust_accuracy"], b["accuracy_curve"]))
+    # A shard with other settings is refused, naming them; so is a merge with batches missing.
+    with self.assertRaisesRegex(ValueError, r"other settings \(eps_255: 64.0 -> 32.0"):
+      defense_eval.evaluate(self._setup(num_shards=2, shard_index=0,
+                                        **dict(overrides, eps_255=32.0, step_size_255=64.0)))
+    self.output_dir = self.create_tempdir().full_path
+    defense_eval.evaluate(self._setup(num_shards=3, shard_index=2, **overrides))
+    with self.assertRaisesRegex(ValueError, r"merge_only: 4 of the 6 batches are not in .*"
+                                r"\(seed 0 batch 0, seed 0 batch 1, seed 1 batch 0, seed 1 batch "
+                                r"1\): run the missing shards first"):
+      defense_eval.evaluate(self._setup(merge_only=True, **overrides))
 
   def test_resume_refuses_another_attack_method(self):
     self.output_dir = self.create_tempdir().full_path
