@@ -70,6 +70,13 @@ _BUDGET = flags.DEFINE_list("group_budget_s", ["small_digits:60", "small_fmnist:
                                                 "sngan32:200"],
                             "net:seconds; skip variants (and whole groups) that would make a "
                             "(net, batch) group take longer than this")
+_VARIANTS = flags.DEFINE_list("variants", None, "only these variants (sampler_float32, the "
+                              "reference of every ratio, always runs); default: all")
+_MARGINAL = flags.DEFINE_bool("marginal", False,
+                               "time the sampler, baseline and floor at K and 2K steps per "
+                               "call and report (t(2K) - t(K)) / K per step, i.e. without the "
+                               "per-call fixed costs (the sampler's input checks and final "
+                               "energies pass), which are reported apart")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 1024, "side of the square matmuls for the peak")
 _MODE = flags.DEFINE_enum("mode", "steps", ["steps", "ops"],
                           "steps: the Langevin table; ops: float32 vs bfloat16 time of the ops "
@@ -228,14 +235,14 @@ def bench_group(net: str, batch: int, rounds: int, call_s: float, max_steps: int
   k = int(max(1, min(max_steps, round(call_s / max(one_step, 1e-6)))))
 
   # name -> (cost estimate of one call in seconds, builder returning the call).
-  def baseline(precision):
-    update = make_langevin_update(energies[precision], k, EPSILON, TEMPERATURE)
+  def baseline(precision, steps=None):
+    update = make_langevin_update(energies[precision], steps or k, EPSILON, TEMPERATURE)
     return lambda: update(x)[0].numpy()
 
-  def floor(precision, remap=True):
+  def floor(precision, remap=True, steps=None):
     def run():
       with _Remapping(remap):
-        floors[precision](x, k).numpy()
+        floors[precision](x, steps or k).numpy()
     return run
 
   def eager():
@@ -263,11 +270,29 @@ def bench_group(net: str, batch: int, rounds: int, call_s: float, max_steps: int
       # XLA on this CPU: 5-19x slower measured before; plus a compile.
       ("sampler_xla_float32", 15.0 * f32_call * k_slow / k + 10.0, xla),
   ]
+  if _MARGINAL.value:  # The same calls at 2K steps: per step = (t(2K) - t(K)) / K.
+    k2 = 2 * k
+    candidates = [c for c in candidates if "eager" not in c[0] and "xla" not in c[0]]
+    candidates += [
+        ("sampler_float32@2k", 2 * f32_call, lambda: sampler_call("float32", k2)),
+        ("baseline_float32@2k", 2 * f32_call, lambda: baseline("float32", k2)),
+        ("floor_float32@2k", 2 * f32_call, lambda: floor("float32", steps=k2)),
+        ("sampler_mixed_bfloat16@2k", 2 * slow * f32_call,
+         lambda: sampler_call("mixed_bfloat16", k2)),
+        ("baseline_mixed_bfloat16@2k", 2 * slow * f32_call,
+         lambda: baseline("mixed_bfloat16", k2)),
+        ("floor_mixed_bfloat16@2k", 2 * slow * f32_call,
+         lambda: floor("mixed_bfloat16", steps=k2)),
+    ]
   fns, skipped = {}, {}
   planned = 0.0  # Estimated run time (not counting traces and compiles).
   for variant, estimate, build in candidates:
+    if (_VARIANTS.value and variant.split("@")[0] not in _VARIANTS.value and
+        variant.split("@")[0] != "sampler_float32"):
+      continue
     cost = estimate * (rounds + 2)  # + two warm-up calls
-    if planned + cost > budget_s and variant != "sampler_float32":
+    if planned + cost > budget_s and variant not in ("sampler_float32",
+                                                     "sampler_float32@2k"):
       skipped[variant] = f"estimated {estimate:.1f} s per call x {rounds + 2} > group budget"
       continue
     planned += cost
@@ -292,10 +317,26 @@ def bench_group(net: str, batch: int, rounds: int, call_s: float, max_steps: int
       times[variant].append(time.perf_counter() - began)
   steps_of = lambda v: k_slow if v in ("sampler_eager_float32", "sampler_xla_float32") else k
   per_step = {variant: _median(t) / steps_of(variant) for variant, t in times.items()}
+  # The fastest round too: on a machine shared with many jobs the minimum is the least
+  # disturbed call (reported beside the median, not instead of it).
+  min_step = {variant: min(t) / steps_of(variant) for variant, t in times.items()
+              if "@" not in variant}
+  per_call_fixed = {}
+  if _MARGINAL.value:
+    for variant in [v for v in per_step if v + "@2k" in per_step]:
+      at_k, at_2k = _median(times[variant]), _median(times.pop(variant + "@2k"))
+      per_step[variant] = max(at_2k - at_k, 1e-9) / k
+      per_call_fixed[variant] = at_k - k * per_step[variant]
+      per_step.pop(variant + "@2k")
+    for variant in [v for v in per_step if "@" in v]:  # Its K-step partner was skipped.
+      per_step.pop(variant)
+      times.pop(variant, None)
   flops = step_flops(nets["float32"]) * batch
   row = {"net": net, "model": name, "image_shape": list(shape), "batch": batch, "steps": k,
-         "steps_eager_xla": k_slow,
+         "steps_eager_xla": k_slow, "marginal": _MARGINAL.value,
+         "per_call_fixed_ms": {v: s * 1e3 for v, s in per_call_fixed.items()},
          "rounds": rounds, "ms_per_step": {v: s * 1e3 for v, s in per_step.items()},
+         "ms_per_step_min_round": {v: s * 1e3 for v, s in min_step.items()},
          "image_steps_per_s": {v: batch / s for v, s in per_step.items()},
          "gflop_per_step": flops / 1e9,
          "achieved_gflops": {v: flops / s / 1e9 for v, s in per_step.items()},
