@@ -466,7 +466,7 @@ def main(argv):
     file_io.write_json_atomic(output, {
         "rounds": _ROUNDS.value, "load_avg_before": list(load),
         "load_avg_after": list(os.getloadavg()), "onednn_opts": os.environ.get(
-            "TF_ENABLE_ONEDNN_OPTS", "default (on)"), "rows": rows,
+            "TF_ENABLE_ONEDNN_OPTS", "unset (TF default)"), "rows": rows,
         "wall_s": time.perf_counter() - began})
     print(f"wrote {output}")
     return
