@@ -184,6 +184,21 @@ class StandinClientTest(_ClientTests, tf.test.TestCase):
     cls.server.stop()
     super().tearDownClass()
 
+  def test_purify_batchable_over_grpc_and_rest(self):
+    module, _ = testing_utils.shared_tiny_export(with_classifier=True)
+    x = self.images(3, 7, low=-0.8, high=0.8)
+    seeds = np.array([[1, 2], [3, 4], [5, 6]], np.int64)
+    expected = {k: v.numpy() for k, v in module.purify_batchable(x, seeds).items()}
+    for c in self.clients():
+      with self.subTest(client=type(c).__name__), c:
+        out = c.purify_batchable(x, seeds)
+        self.assertEqual(sorted(out), sorted(expected))
+        for name in expected:
+          self.assertEqual(out[name].dtype, expected[name].dtype, name)
+          self.assertAllClose(out[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+        with self.assertRaisesRegex(ValueError, r"seeds must have shape \[batch, 2\]"):
+          c.purify_batchable(x, seeds[:2])
+
 
 class RealServerClientTest(_ClientTests, tf.test.TestCase):
   """The same tests against a real TF Serving (skipped unless TF_SERVING_* are set)."""

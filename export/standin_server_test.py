@@ -63,9 +63,9 @@ class StandinServerTest(tf.test.TestCase):
 
   def test_loads_newest_version_and_replays_warmup(self):
     self.assertEqual(self.server.version, 1)
-    self.assertEqual(self.server.warmup_replayed, 4)
+    self.assertEqual(self.server.warmup_replayed, 5)
     self.assertEqual(self.server.signature_names,
-                     ["energy", "purify", "serving_default", "serving_uint8"])
+                     ["energy", "purify", "purify_batchable", "serving_default", "serving_uint8"])
 
   def test_ignores_temporary_and_non_integer_directories(self):
     base = self.create_tempdir().full_path
