@@ -23,6 +23,19 @@ def _attack(*args, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def _attack_concurrently(*arg_lists, timeout=1800):
+  """Runs one binary per argument list at the same time; returns (returncode, stdout, stderr)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  processes = [subprocess.Popen([sys.executable, "-m", "ebm_tf.attack", *args], cwd=_ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for args in arg_lists]
+  results = []
+  for process in processes:
+    stdout, stderr = process.communicate(timeout=timeout)
+    results.append((process.returncode, stdout, stderr))
+  return results
+
+
 def _read(path):
   with open(path) as f:
     return json.load(f)
@@ -103,6 +116,43 @@ class AttackBinaryTest(absltest.TestCase):
     again = _read(os.path.join(out, "summary.json"))
     self.assertEqual(again["per_seed"], summary["per_seed"])
     self.assertEqual(again["batches_reused"], 4)
+
+  def test_two_shards_in_two_processes_merge_to_the_unsharded_result(self):
+    # Four binaries (about a minute of CPU here); ebm_tf/defense_eval_test.py checks the same
+    # merge in one process in the default tier.
+    if os.environ.get("EBM_SLOW_TESTS") != "1":
+      self.skipTest("set EBM_SLOW_TESTS=1 for 2 shards in 2 processes against the unsharded run")
+    args = ["--flagfile=flags/defense_digits.cfg", *self.models, *_TINY, "--attack_method=apgd",
+            "--step_size_255=128"]
+    whole, sharded = self.create_tempdir().full_path, self.create_tempdir().full_path
+    unsharded = _attack(*args, f"--output_dir={whole}", timeout=1800)
+    self.assertEqual(unsharded.returncode, 0, unsharded.stderr[-3000:])
+    shards = _attack_concurrently(
+        *[[*args, f"--output_dir={sharded}", "--num_shards=2", f"--shard_index={k}"]
+          for k in (0, 1)])
+    for k, (code, stdout, stderr) in enumerate(shards):
+      self.assertEqual(code, 0, stderr[-3000:])
+      self.assertIn(f"shard {k} of 2: 2 batches (2 computed, 0 reused)", stdout)
+      self.assertFalse(os.path.exists(os.path.join(sharded, "summary.json")))
+    merged = _attack(*args, f"--output_dir={sharded}", "--merge_only", timeout=1800)
+    self.assertEqual(merged.returncode, 0, merged.stderr[-3000:])
+    self.assertIn("0 batch(es) to run, 4 reused", merged.stderr)
+    a, b = (_read(os.path.join(d, "summary.json")) for d in (whole, sharded))
+    self.assertEqual(b["batches_reused"], 4)
+    self.assertEqual(a["attack_method"], "apgd")
+    for key in ("per_image_worst_case_robust_accuracy", "worst_case_robust_accuracy",
+                "mean_natural_accuracy", "mean_robust_accuracy", "num_images", "attack_method"):
+      self.assertEqual(a[key], b[key], key)
+    drop_time = lambda s: {k: v for k, v in s.items() if k != "compute_seconds"}
+    self.assertEqual([drop_time(s) for s in a["per_seed"]], [drop_time(s) for s in b["per_seed"]])
+    not_results = ("output_dir", "merge_only")
+    self.assertEqual({k: v for k, v in a["settings"].items() if k not in not_results},
+                     {k: v for k, v in b["settings"].items() if k not in not_results})
+    self.assertEqual((a["settings"]["merge_only"], b["settings"]["merge_only"]), (False, True))
+    for name in sorted(os.listdir(os.path.join(whole, "batches"))):
+      record_a, record_b = (_read(os.path.join(d, "batches", name)) for d in (whole, sharded))
+      record_a.pop("seconds"), record_b.pop("seconds")
+      self.assertEqual(record_a, record_b, name)
 
   def test_mim_preset_runs_and_refuses_to_resume_with_another_method(self):
     out = self.create_tempdir().full_path
