@@ -368,12 +368,10 @@ def full_gradient_purify(energy_fn: purify_lib.EnergyFn,
     drift = chains - 0.5 * tf.square(eps) * tape.gradient(potential, chains)
     return t + 1, sample + (drift - tf.stop_gradient(drift))
 
-  chains = tf.tile(x, tf.stack([reps, 1, 1, 1]))
+  chains = purify_lib.tile_repeats(x, reps)
   _, chains = tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0, tf.int32), chains),
                             maximum_iterations=max_chain_steps)
-  out = tf.reshape(chains, tf.concat([[reps], tf.shape(x)], 0))
-  out.set_shape([tf.get_static_value(reps)] + x.shape.as_list())
-  return out
+  return purify_lib.split_repeats(chains, x, reps)
 
 
 def full_gradient_eot_logits(classifier: purify_lib.Classifier,

@@ -219,10 +219,7 @@ def exact_gradient_purify(energy_fn: EnergyFn,
 
     return final, grad
 
-  tiled = tf.tile(x, tf.stack([reps, 1, 1, 1]))
-  out = tf.reshape(chain(tiled), tf.concat([[reps], tf.shape(x)], 0))
-  out.set_shape([tf.get_static_value(reps)] + x.shape.as_list())
-  return out
+  return purify_lib.split_repeats(chain(purify_lib.tile_repeats(x, reps)), x, reps)
 
 
 def exact_gradient_eot_logits(classifier: purify_lib.Classifier,

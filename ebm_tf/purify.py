@@ -200,14 +200,25 @@ def purify(energy_fn: EnergyFn,
   """
   x = check_images(images)
   reps = check_num_repeats(num_repeats)
-  tiled = tf.tile(x, tf.stack([reps, 1, 1, 1]))
   if tf.convert_to_tensor(seed).shape.rank == 2:
     seed = per_image_chain_seeds(seed, reps)
-  result = langevin.langevin_sample(energy_fn, tiled, seed, num_steps=num_steps,
-                                    step_size=step_size, temperature=temperature)
-  out = tf.reshape(result.samples, tf.concat([[reps], tf.shape(x)], 0))
-  static_reps = tf.get_static_value(reps)
-  out.set_shape([static_reps] + x.shape.as_list())
+  result = langevin.langevin_sample(energy_fn, tile_repeats(x, reps), seed,
+                                    num_steps=num_steps, step_size=step_size,
+                                    temperature=temperature)
+  return split_repeats(result.samples, x, reps)
+
+
+def tile_repeats(images: tf.Tensor, num_repeats: tf.Tensor) -> tf.Tensor:
+  """The R*B chains of R purifications of images [B, H, W, C]: R copies of the batch stacked
+  (chain r*B + i starts at image i). Returns float32 [R*B, H, W, C]."""
+  return tf.tile(images, tf.stack([num_repeats, 1, 1, 1]))
+
+
+def split_repeats(chains: tf.Tensor, images: tf.Tensor, num_repeats: tf.Tensor) -> tf.Tensor:
+  """Chains [R*B, H, W, C] laid out as `tile_repeats` makes them, as [R, B, H, W, C] (with the
+  static shape of `images` and of R where known)."""
+  out = tf.reshape(chains, tf.concat([[num_repeats], tf.shape(images)], 0))
+  out.set_shape([tf.get_static_value(num_repeats)] + images.shape.as_list())
   return out
 
 
