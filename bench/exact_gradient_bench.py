@@ -4,7 +4,7 @@ r"""Peak memory and time of the exact gradient through a whole purification chai
       [--segment_lengths=10,32,100] [--variants=bpda,exact,unrolled] [--rounds=2] \
       [--output=bench/results/exact_gradient_bench.json]
 
-For one L-step purification (`ebm_tf.purify` settings: eps = 1.25e-2, T = 1e-4, one chain per
+For one L-step purification (`ebm_tf.defense.purify` settings: eps = 1.25e-2, T = 1e-4, one chain per
 image) of `batch_size` random 8x8x1 images through an untrained `ebm_small` (width
 --ebm_width; the cost does not depend on the weights), each variant computes the value and the
 input gradient of a fixed random linear functional of the purified images:
@@ -33,7 +33,7 @@ import sys
 from absl import app
 from absl import flags
 
-from ebm_tf import file_io
+from ebm_tf.internal import file_io
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("bpda", "exact", "unrolled")
@@ -64,8 +64,8 @@ def run_case(case: dict) -> dict:
   import time  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebm_tf import attacks  # pylint: disable=g-import-not-at-top
-  from ebm_tf import exact_gradient  # pylint: disable=g-import-not-at-top
+  from ebm_tf.defense import attacks  # pylint: disable=g-import-not-at-top
+  from ebm_tf.defense import exact_gradient  # pylint: disable=g-import-not-at-top
   from ebm_tf import models  # pylint: disable=g-import-not-at-top
 
   tf.keras.utils.set_random_seed(0)
@@ -156,7 +156,7 @@ def main(argv):
       raise app.UsageError(f"--variants must be a subset of {VARIANTS}; got {v!r}")
   if not all(k.isdigit() and int(k) >= 1 for k in _SEGMENTS.value):
     raise app.UsageError(f"--segment_lengths must be integers >= 1; got {_SEGMENTS.value}")
-  from ebm_tf import exact_gradient  # pylint: disable=g-import-not-at-top
+  from ebm_tf.defense import exact_gradient  # pylint: disable=g-import-not-at-top
   steps = _STEPS.value
   cases = []
   for v in _VARIANTS.value:

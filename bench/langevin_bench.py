@@ -8,7 +8,7 @@ For each network and batch size ("group"), in interleaved rounds (each round cal
 once, so a change of the shared machine's load shifts them alike; medians over --rounds), it
 times K Langevin steps per call of:
 
-- `sampler`: the project's sampler, `ebm_tf.langevin.make_sampler` (plain `tf.function`);
+- `sampler`: the project's sampler, `ebm_tf.mcmc.langevin.make_sampler` (plain `tf.function`);
 - `baseline`: `make_langevin_update` below, the reference update exactly as
   shared/reference/paper_spec.md (section 0) writes it: a `tf.function` with
   `for i in tf.range(K)`, the gradient of sum(E)/T, `x -= eps^2/2 g; x += eps N(0, I)` with
@@ -48,7 +48,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
-from ebm_tf import file_io
+from ebm_tf.internal import file_io
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,7 +120,13 @@ def make_langevin_update(energy_fn, num_steps: int, epsilon: float, temperature:
 def make_floor(energy_fn, sample_shape, temperature: float):
   """`floor(x, k)`: k forward + input-gradient passes at the fixed x in one `tf.while_loop`.
 
-  Returns the sum of the k gradients (float32, x's shape), so that no pass is dead code.
+  Returns the sum of the k gradients (float32, x's shape), so that no pass is dead code. The
+  passes run one at a time (`parallel_iterations=1`): a Markov chain's step t + 1 needs step t's
+  state, so a Langevin loop can never overlap its gradient passes, but these k passes are
+  independent, and with the default `parallel_iterations=10` the executor ran up to 10 of them
+  at once. That overlapped floor measured 3.2 ms per pass for ebm_small width 16 at batch 64 on
+  the 2-core CPU, against 4.9 ms for the same passes one at a time (docs/benchmarks.md); it was a
+  throughput no chain can reach, not the cost of one pass.
   """
 
   @tf.function(input_signature=[tf.TensorSpec([None, *sample_shape], tf.float32),
@@ -132,7 +138,8 @@ def make_floor(energy_fn, sample_shape, temperature: float):
         energy = tf.reduce_sum(energy_fn(x)) / temperature
       return i + 1, acc + tape.gradient(energy, x)
 
-    return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), tf.zeros_like(x)))[1]
+    return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), tf.zeros_like(x)),
+                         parallel_iterations=1)[1]
 
   return floor
 
@@ -198,7 +205,7 @@ def bench_group(net: str, batch: int, rounds: int, call_s: float, max_steps: int
   baseline, floor) is estimated past `budget_s` is skipped whole (returns a row with `skipped`).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ebm_tf import langevin  # pylint: disable=g-import-not-at-top
+  from ebm_tf.mcmc import langevin  # pylint: disable=g-import-not-at-top
   from ebm_tf import models  # pylint: disable=g-import-not-at-top
 
   name, shape, kwargs = NETS[net]

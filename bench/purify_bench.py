@@ -4,7 +4,7 @@ r"""Purification throughput: eager vs tf.function vs XLA (jit_compile), per ener
       [--timed_steps=small:20,sngan32:2] [--modes=eager,function,xla] \
       [--output=bench/results/purify_bench.json]
 
-Times `ebm_tf.purify` (one Langevin chain per image, no EOT repeats) on random images for each
+Times `ebm_tf.defense.purify` (one Langevin chain per image, no EOT repeats) on random images for each
 network and mode: after one warm-up call (tracing / XLA compilation, reported separately), the
 median of --repeats calls of `timed_steps` Langevin steps gives seconds per step, and the
 throughput at --purify_steps steps is batch_size / (seconds_per_step * purify_steps). When
@@ -22,7 +22,7 @@ import time
 from absl import app
 from absl import flags
 
-from ebm_tf import file_io
+from ebm_tf.internal import file_io
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETS = {"small": ("ebm_small", (8, 8, 1), {"width": 16}),
@@ -45,8 +45,8 @@ def bench_case(net: str, mode: str, timed_steps: int, batch_size: int, repeats: 
   """Times one (network, mode); returns a result row."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ebm_tf.defense import purify  # pylint: disable=g-import-not-at-top
   from ebm_tf import models  # pylint: disable=g-import-not-at-top
-  from ebm_tf import purify  # pylint: disable=g-import-not-at-top
 
   name, shape, kwargs = NETS[net]
   energy = models.energy_fn(models.build_ebm(name, shape, **kwargs))

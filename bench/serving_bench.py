@@ -25,7 +25,7 @@ a small_cnn classifier, random weights unless --checkpoint_dir/--classifier_dir,
 `purify_batchable` at --batchable_num_steps steps and one EOT repeat):
 
   seeds        in-process purification of one batch (--seeds_batch) with per-image seeds [B, 2]
-               vs one seed [2] (`ebm_tf.purify.purify`, the same steps), interleaved rounds,
+               vs one seed [2] (`ebm_tf.defense.purify.purify`, the same steps), interleaved rounds,
                wall and process CPU time; target: per-image / one seed <= 1.05 (median of the
                paired per-round ratios of CPU time: on a shared, loaded machine wall time
                swings by 2x between calls, CPU time by a few percent).
@@ -61,12 +61,12 @@ if _ROOT not in sys.path:
 import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from ebm_tf import classifier_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ebm_tf import file_io  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ebm_tf import purify  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ebm_tf.classifier import classifier_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ebm_tf.defense import purify  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ebm_tf.internal import file_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ebm_tf import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import client as client_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ebm_tf import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ebm_tf.training import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import purifier_module  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import saved_model_export  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export import standin_server  # pylint: disable=g-import-not-at-top,wrong-import-position

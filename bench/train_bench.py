@@ -33,7 +33,7 @@ import time
 from absl import app
 from absl import flags
 
-from ebm_tf import file_io
+from ebm_tf.internal import file_io
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,9 +80,9 @@ def run_case(case: str, strategy: str, steps: int) -> dict:
   """Times one case in this process; returns a result row."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebm_tf import distribute  # pylint: disable=g-import-not-at-top
-  from ebm_tf import langevin  # pylint: disable=g-import-not-at-top
-  from ebm_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from ebm_tf.mcmc import langevin  # pylint: disable=g-import-not-at-top
+  from ebm_tf.training import distribute  # pylint: disable=g-import-not-at-top
+  from ebm_tf.training import train_lib  # pylint: disable=g-import-not-at-top
 
   preset, overrides = CASES[case]
   extra = ["--strategy=mirrored", "--num_cpu_devices=2"] if strategy == "mirrored" else [
@@ -166,7 +166,7 @@ def run_case(case: str, strategy: str, steps: int) -> dict:
 def _config(preset: str, overrides):
   """The TrainConfig of flags/<preset>.cfg + overrides, in a fresh temporary model_dir, with the
   generator trained from scratch (a bench needs no pretrained one)."""
-  from ebm_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ebm_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
   flag_values = flags.FlagValues()
   config_lib.define_train_flags(flag_values)
   model_dir = tempfile.mkdtemp(prefix=f"train_bench_{preset}_")

@@ -26,7 +26,7 @@ verification: pgd (default), bim (no random start), fgm (one step of size eps) o
 OUT receives per-seed JSON and PNG curves, summary.json (natural and robust accuracy with 95%
 CIs, the worst case over seeds, settings, compute time) and batches/, one file per finished
 batch: re-running the same command resumes, skipping finished batches. See
-`ebm_tf.defense_eval` for the layout.
+`ebm_tf.defense.defense_eval` for the layout.
 
 Sharded (N machines or GPUs, one output directory on shared storage, or copied together):
 
@@ -42,9 +42,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from ebm_tf import defense_eval
-from ebm_tf import flag_config
-from ebm_tf import keras_app_classifier
+from ebm_tf.classifier import keras_app_classifier
+from ebm_tf.defense import defense_eval
+from ebm_tf.internal import flag_config
 
 
 _HELP = {

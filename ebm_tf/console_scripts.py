@@ -2,7 +2,7 @@
 
 `SCRIPTS` maps each installed command to the binary module it runs; setup.py installs one
 command per entry (a test keeps the two lists equal). Each command imports its module only when
-run, so the module's own first import (`ebm_tf.tf_noise`, before TensorFlow) still comes first,
+run, so the module's own first import (`ebm_tf.internal.tf_noise`, before TensorFlow) still comes first,
 and then runs `absl.app.run(module.main)` exactly as `python -m <module>` does.
 """
 

@@ -13,10 +13,10 @@ from absl import app
 from absl import flags
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import checkpoint_sweep
-from ebm_tf import stability
+from ebm_tf.evaluation import checkpoint_sweep
+from ebm_tf.evaluation import stability
 
 stability.define_flags()
 flags.DEFINE_string("checkpoints", "latest",

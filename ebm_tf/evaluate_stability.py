@@ -6,7 +6,7 @@ r"""The longrun stability test: sample far beyond the training trajectory and sc
 
 Runs `ebm_tf.sample` (resumable; same flags) and then scores every snapshot: Frechet distance
 to the training split (the project classifier's features, or `--feature=inception` for Inception
-FID), energies relative to the data energies, and pixel saturation (see `ebm_tf.stability`).
+FID), energies relative to the data energies, and pixel saturation (see `ebm_tf.evaluation.stability`).
 OUT receives the samples, stability.json and stability.png. A longrun model keeps these flat at
 10-100x its training trajectory; a shortrun model's samples degrade.
 """
@@ -15,9 +15,9 @@ from absl import app
 from absl import flags
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import stability
+from ebm_tf.evaluation import stability
 
 
 stability.define_flags()

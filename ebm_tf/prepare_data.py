@@ -12,12 +12,12 @@ from absl import flags
 from absl import logging
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import data
+from ebm_tf.data import datasets
 
 _DATASET = flags.DEFINE_enum(
-    "dataset", None, [n for n in data.DATASETS if n not in ("digits", "synthetic")],
+    "dataset", None, [n for n in datasets.DATASETS if n not in ("digits", "synthetic")],
     "Dataset to prepare.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
@@ -30,7 +30,7 @@ flags.mark_flag_as_required("dataset")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  builder = data.prepare_dataset(_DATASET.value, data_dir=_DATA_DIR.value,
+  builder = datasets.prepare_dataset(_DATASET.value, data_dir=_DATA_DIR.value,
                                  manual_dir=_MANUAL_DIR.value)
   logging.info("Prepared %s in %s: %s", _DATASET.value, builder.data_dir, builder.info.splits)
   print(f"Prepared {builder.info.full_name} in {builder.data_dir}")

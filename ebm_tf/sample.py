@@ -9,7 +9,7 @@ FID (1.005 to 1.01). Chains run in chunks of --batch_size and in segments of --s
 after each segment the chain states are saved, so re-running the same command after a stop
 resumes. OUT receives samples_<step>.npz (images unclipped, energies) and .png grids at each
 --record_steps and at the end, trajectory.json (mean energy, drift, saturation per segment) and
-sample_settings.json. See `ebm_tf.sampling`.
+sample_settings.json. See `ebm_tf.evaluation.sampling`.
 """
 
 from absl import app
@@ -17,10 +17,10 @@ from absl import flags
 from absl import logging
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import flag_config
-from ebm_tf import sampling
+from ebm_tf.evaluation import sampling
+from ebm_tf.internal import flag_config
 
 
 flag_config.define_flags(sampling.SampleConfig, sampling.FLAG_HELP)

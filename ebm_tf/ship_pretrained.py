@@ -5,7 +5,7 @@ r"""Writes a trained run as a shipped model: weights only, its config and a mode
 
 --card names a JSON file with the model card's values (at least data, preset, compute, headline,
 how_made); the iterations, networks and parameter count are read from the checkpoint. The layout
-of the output and what tools accept it are described in `ebm_tf.pretrained`.
+of the output and what tools accept it are described in `ebm_tf.zoo.pretrained`.
 """
 
 import json
@@ -14,9 +14,9 @@ from absl import app
 from absl import flags
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import pretrained
+from ebm_tf.zoo import pretrained
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "the run directory to ship", required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "the shipped directory, e.g. "

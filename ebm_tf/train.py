@@ -10,10 +10,10 @@ from absl import flags
 from absl import logging
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import config as config_lib
-from ebm_tf import train_lib
+from ebm_tf.training import config as config_lib
+from ebm_tf.training import train_lib
 
 config_lib.define_train_flags()
 

@@ -4,7 +4,7 @@ r"""Trains the naturally trained classifier that the EBM purification defense pr
 
 Any preset value can be overridden after the flagfile, e.g. `--train_steps=100`. Re-running with
 the same --model_dir resumes from the newest checkpoint. The layout of DIR (classifier_config.json,
-checkpoints/, best/, tensorboard/) is described in `ebm_tf.classifier_lib`.
+checkpoints/, best/, tensorboard/) is described in `ebm_tf.classifier.classifier_lib`.
 """
 
 from absl import app
@@ -12,10 +12,10 @@ from absl import flags
 from absl import logging
 
 # Before anything imports TensorFlow: keeps its CPU-machine noise out of the output.
-from ebm_tf import tf_noise  # pylint: disable=unused-import
+from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf import classifier_config
-from ebm_tf import classifier_lib
+from ebm_tf.classifier import classifier_config
+from ebm_tf.classifier import classifier_lib
 
 classifier_config.define_classifier_flags()
 

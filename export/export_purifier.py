@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from ebm_tf import classifier_lib
-from ebm_tf import runs
+from ebm_tf.classifier import classifier_lib
+from ebm_tf.training import runs
 from export import purifier_module
 from export import saved_model_export
 
@@ -69,7 +69,7 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
   """Restores the networks of a run and exports them; returns the ExportResult.
 
   The classifier (an `ebm_tf.train_classifier` run) is loaded with
-  `ebm_tf.classifier_lib.load_classifier(classifier_dir, classifier_checkpoint)` ("best" or
+  `ebm_tf.classifier.classifier_lib.load_classifier(classifier_dir, classifier_checkpoint)` ("best" or
   "latest"). `config_kwargs` are PurifierConfig fields (default_num_steps, max_num_steps,
   max_batch_size, default_num_repeats, max_num_repeats, input_range, batchable_num_steps,
   batchable_num_repeats, jit_compile).

@@ -20,11 +20,11 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import checkpoints
-from ebm_tf import classifier_config
-from ebm_tf import classifier_lib
+from ebm_tf.classifier import classifier_config
+from ebm_tf.classifier import classifier_lib
 from ebm_tf import models
-from ebm_tf import runs
+from ebm_tf.training import checkpoints
+from ebm_tf.training import runs
 from export import export_purifier
 from export import purifier_module
 from export import saved_model_export

@@ -1,6 +1,6 @@
 """The served model: a `tf.Module` whose `serve()` purifies images with the EBM and classifies them.
 
-Purification is `ebm_tf.langevin.langevin_sample` (the project's one sampler) started at the
+Purification is `ebm_tf.mcmc.langevin.langevin_sample` (the project's one sampler) started at the
 request's images: plain Langevin on E/T, x <- x - (eps^2/2) grad(sum E/T) + eps N(0, I), no
 clamping, noise drawn statelessly from the request's `seed`, so the same request gives the same
 answer. With a classifier, each image is purified `num_repeats` times (independent chains) and
@@ -23,7 +23,7 @@ Without a classifier, `serving_default` is the `purify` signature.
 `purify_batchable` is the one purify signature that TF Serving's server-side batching
 (`--enable_batching`) can merge: every input and output has the batch as dimension 0. It is
 batch-invariant: image i's outputs depend only on images[i] and seeds[i] (its chains use the
-sampler's per-chain seeds, `ebm_tf.purify.per_image_chain_seeds`; its energy and logits are
+sampler's per-chain seeds, `ebm_tf.defense.purify.per_image_chain_seeds`; its energy and logits are
 computed image by image, because a batched matmul rounds differently at other batch sizes), so a
 request's answer does not depend on the requests it was merged or padded with.
 
@@ -41,9 +41,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from ebm_tf import langevin
+from ebm_tf.defense import purify as purify_lib
+from ebm_tf.mcmc import langevin
 from ebm_tf import models
-from ebm_tf import purify as purify_lib
 from export import validation
 
 SERVING_DEFAULT = "serving_default"

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import langevin
-from ebm_tf import purify
+from ebm_tf.defense import purify
+from ebm_tf.mcmc import langevin
 from export import purifier_module
 from export import testing_utils
 
@@ -77,7 +77,7 @@ class PurifierModuleTest(tf.test.TestCase):
     self.assertAllClose(out["purified"], chains[0], rtol=1e-6, atol=1e-6)
 
   def test_agrees_with_the_library_eot_classifier(self):
-    # ebm_tf.purify is the library's purification + EOT classifier (same chain layout).
+    # ebm_tf.defense.purify is the library's purification + EOT classifier (same chain layout).
     repeats, steps, seed = 2, 2, _seed(9, 9)
     out = self.module.serve(self.x, seed, tf.constant(steps), tf.constant(repeats))
     kwargs = dict(num_steps=steps, step_size=self.config.step_size,
@@ -134,7 +134,7 @@ class PurifierModuleTest(tf.test.TestCase):
     self.assertGreater(np.abs(twin[0] - batch["purified"][0]).max(), 1e-4)
 
   def test_batchable_signature_agrees_with_the_library(self):
-    # Oracle: ebm_tf.purify with per-image seeds and the EOT mean of the classifier's logits.
+    # Oracle: ebm_tf.defense.purify with per-image seeds and the EOT mean of the classifier's logits.
     module = testing_utils.tiny_module(with_classifier=True, batchable_num_steps=3,
                                        batchable_num_repeats=2)
     seeds = np.array([[1, 2], [3, 4], [5, 6]], np.int64)

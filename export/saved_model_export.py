@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import file_io
+from ebm_tf.internal import file_io
 from export import purifier_module
 from export import serving_config
 from export import warmup

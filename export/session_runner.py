@@ -57,7 +57,7 @@ def run_signatures(version_dir, requests):
 
 
 def _write_npz_atomic(path, arrays):
-  # Temp file + rename in the target directory (this script cannot import ebm_tf.file_io).
+  # Temp file + rename in the target directory (this script cannot import ebm_tf.internal.file_io).
   directory = os.path.dirname(os.path.abspath(path))
   handle, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
   try:

@@ -1,8 +1,8 @@
 """Test helpers for export/: tiny training-run directories and tiny exports (8x8x1 digits).
 
 Not used by the library itself. The run directories have the layouts the training binaries
-write: an EBM run (ebm_tf.config: config.json + checkpoints/ with key "ebm") and a classifier
-run (ebm_tf.classifier_lib: classifier_config.json + best/ and checkpoints/ with key
+write: an EBM run (ebm_tf.training.config: config.json + checkpoints/ with key "ebm") and a classifier
+run (ebm_tf.classifier.classifier_lib: classifier_config.json + best/ and checkpoints/ with key
 "classifier").
 """
 
@@ -16,11 +16,11 @@ from typing import Optional, Tuple
 import keras
 import numpy as np
 
-from ebm_tf import checkpoints
-from ebm_tf import classifier_config
-from ebm_tf import classifier_lib
-from ebm_tf import config as config_lib
+from ebm_tf.classifier import classifier_config
+from ebm_tf.classifier import classifier_lib
 from ebm_tf import models
+from ebm_tf.training import checkpoints
+from ebm_tf.training import config as config_lib
 from export import purifier_module
 from export import saved_model_export
 

@@ -1,7 +1,7 @@
 """End-to-end tests of `python -m ebm_tf.attack` on a tiny digits setting.
 
 setUpClass makes a tiny EBM run directory (an untrained ebm_small saved in the layout of
-`ebm_tf.train`) and a classifier run fitted for 100 steps by `ebm_tf.classifier_lib.train`.
+`ebm_tf.train`) and a classifier run fitted for 100 steps by `ebm_tf.classifier.classifier_lib.train`.
 """
 
 import glob
@@ -47,11 +47,11 @@ class AttackBinaryTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     import keras  # pylint: disable=g-import-not-at-top
-    from ebm_tf import checkpoints  # pylint: disable=g-import-not-at-top
-    from ebm_tf import classifier_config  # pylint: disable=g-import-not-at-top
-    from ebm_tf import classifier_lib  # pylint: disable=g-import-not-at-top
-    from ebm_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+    from ebm_tf.classifier import classifier_config  # pylint: disable=g-import-not-at-top
+    from ebm_tf.classifier import classifier_lib  # pylint: disable=g-import-not-at-top
     from ebm_tf import models  # pylint: disable=g-import-not-at-top
+    from ebm_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
+    from ebm_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
 
     cls.root = absltest.get_default_test_tmpdir()
     cls.ebm_dir = os.path.join(cls.root, "ebm_run")
@@ -118,7 +118,7 @@ class AttackBinaryTest(absltest.TestCase):
     self.assertEqual(again["batches_reused"], 4)
 
   def test_two_shards_in_two_processes_merge_to_the_unsharded_result(self):
-    # Four binaries (about a minute of CPU here); ebm_tf/defense_eval_test.py checks the same
+    # Four binaries (about a minute of CPU here); ebm_tf/defense/defense_eval_test.py checks the same
     # merge in one process in the default tier.
     if os.environ.get("EBM_SLOW_TESTS") != "1":
       self.skipTest("set EBM_SLOW_TESTS=1 for 2 shards in 2 processes against the unsharded run")

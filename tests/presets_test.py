@@ -47,18 +47,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import checkpoints
-from ebm_tf import classifier_config
-from ebm_tf import classifier_lib
-from ebm_tf import config as config_lib
-from ebm_tf import data
-from ebm_tf import defense_eval
-from ebm_tf import flag_config
-from ebm_tf import init_strategies
-from ebm_tf import keras_app_classifier
+from ebm_tf.classifier import classifier_config
+from ebm_tf.classifier import classifier_lib
+from ebm_tf.classifier import keras_app_classifier
+from ebm_tf.data import datasets
+from ebm_tf.defense import defense_eval
+from ebm_tf.internal import flag_config
+from ebm_tf.mcmc import init_strategies
 from ebm_tf import models
-from ebm_tf import runs
-from ebm_tf import train_lib
+from ebm_tf.training import checkpoints
+from ebm_tf.training import config as config_lib
+from ebm_tf.training import runs
+from ebm_tf.training import train_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FLAGS_DIR = os.path.join(_ROOT, "flags")
@@ -67,7 +67,7 @@ _SLOW = os.environ.get("EBM_SLOW_TESTS") == "1"
 # 'longrun' is the single-stage longrun of the 2-D toys (flags/longrun_toy.cfg).
 _REGIMES = ("shortrun", "midrun", "longrun_prior", "longrun_correction", "longrun")
 _PRESET_KINDS = _REGIMES + ("classifier", "defense")
-# Dataset part of a preset name -> the ebm_tf.data dataset name ('toy': any of TOY_DATASETS).
+# Dataset part of a preset name -> the ebm_tf.data.datasets dataset name ('toy': any of TOY_DATASETS).
 _TOY = "toy"
 _DATASET_OF_NAME = {"cifar10": "cifar10", "celeb_a": "celeb_a", "imagenet": "imagenet2012",
                     "digits": "digits", "fashion_mnist": "fashion_mnist", _TOY: _TOY}
@@ -85,7 +85,7 @@ _PAPER_ARCHITECTURE = {
     ("longrun_correction", "celeb_a"): ("ebm_sngan64", 64),
     ("longrun_correction", "imagenet2012"): ("ebm_sngan64", 64),
 }
-# Native image sides (ebm_tf.data docstring): the CPU-scale presets and the classifiers use them.
+# Native image sides (ebm_tf.data.datasets docstring): the CPU-scale presets and the classifiers use them.
 _NATIVE_SIDE = {"digits": 8, "fashion_mnist": 28, "cifar10": 32}
 # Networks for larger images are built (and trained) by the slow tier only.
 _FAST_BUILD_MAX_SIDE = 64
@@ -177,7 +177,7 @@ def _classifier_config(name, *overrides, model_dir=_UNUSED_DIR):
 
 
 def _shape(config):
-  return tuple(data.image_shape(config.dataset, config.image_size))
+  return tuple(datasets.image_shape(config.dataset, config.image_size))
 
 
 def _uses_generator(config):
@@ -237,7 +237,7 @@ class TrainPresetFastTest(parameterized.TestCase):
     if _uses_generator(config):
       self.assertIn(config.generator, models.GENERATOR_NAMES)
     if dataset == _TOY:
-      self.assertIn(config.dataset, data.TOY_DATASETS)
+      self.assertIn(config.dataset, datasets.TOY_DATASETS)
       self.assertEqual(_shape(config), (2,))
       self.assertIsNone(config.image_size)
       return
@@ -415,7 +415,7 @@ class DefensePresetFastTest(parameterized.TestCase):
     midrun = _train_config(f"midrun_{part}")
     self.assertEqual(midrun.dataset, config.dataset)
     image_size = config.image_size if config.image_size is not None else midrun.image_size
-    self.assertEqual(data.image_shape(config.dataset, image_size), _shape(midrun))
+    self.assertEqual(datasets.image_shape(config.dataset, image_size), _shape(midrun))
     self.assertEqual(config.purify_temperature, midrun.mcmc_temp)
     if config.classifier:
       name = keras_app_classifier.parse_spec(config.classifier)
@@ -433,7 +433,7 @@ _TRAIN_STEPS = 2
 
 def _tiny_data_flags(config):
   """Overrides that feed tiny data of `config`'s image shape (the networks stay the preset's)."""
-  if config.dataset == "digits" or data.is_toy(config.dataset):
+  if config.dataset == "digits" or datasets.is_toy(config.dataset):
     return []  # Already tiny, bundled with sklearn or sampled exactly.
   h, _, c = _shape(config)
   if c == 3:

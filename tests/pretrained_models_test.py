@@ -26,16 +26,16 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import classifier_config
-from ebm_tf import classifier_lib
-from ebm_tf import config as config_lib
-from ebm_tf import data
-from ebm_tf import fid
-from ebm_tf import langevin
-from ebm_tf import pretrained
-from ebm_tf import purify
-from ebm_tf import runs
-from ebm_tf import sampling
+from ebm_tf.classifier import classifier_config
+from ebm_tf.classifier import classifier_lib
+from ebm_tf.data import datasets
+from ebm_tf.defense import purify
+from ebm_tf.evaluation import fid
+from ebm_tf.evaluation import sampling
+from ebm_tf.mcmc import langevin
+from ebm_tf.training import config as config_lib
+from ebm_tf.training import runs
+from ebm_tf.zoo import pretrained
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PRETRAINED = os.path.join(_ROOT, "pretrained")
@@ -79,7 +79,7 @@ def _regime(card):
 
 def _fd_to_test_images(classifier_name, images, dataset):
   extractor = fid.ClassifierFeatures(_dir(classifier_name))
-  reference = data.load_array(dataset, "test")[0]
+  reference = datasets.load_array(dataset, "test")[0]
   ref_stats = fid.compute_stats(extractor, reference)
   noise = tf.random.stateless_uniform(images.shape, seed=[7, 7], minval=-1.0, maxval=1.0)
   return (fid.frechet_distance(fid.compute_stats(extractor, np.clip(images, -1, 1)), ref_stats),
@@ -134,7 +134,7 @@ class ShippedModelsTest(parameterized.TestCase):
     if regime == "classifier":
       model, config = classifier_lib.load_classifier(_dir(name), "best")
       best = classifier_lib.read_best(_dir(name))
-      images, labels = data.load_array(config.dataset, best["split"])
+      images, labels = datasets.load_array(config.dataset, best["split"])
       accuracy = classifier_lib.evaluate(model, images, labels)
       self.assertAlmostEqual(accuracy, best["accuracy"], places=5)
       self.assertGreaterEqual(accuracy, 0.9)
@@ -144,7 +144,7 @@ class ShippedModelsTest(parameterized.TestCase):
     if regime == "midrun":
       settings = card["purification"]
       classifier, _ = classifier_lib.load_classifier(_dir(classifier_name), "best")
-      images, labels = data.load_array(config.dataset, "test", max_examples=64)
+      images, labels = datasets.load_array(config.dataset, "test", max_examples=64)
       energy_fn = lambda x: ebm(x, training=False)
       purify_fn = tf.function(lambda x: purify.purify(
           energy_fn, x, tf.constant([0, 1]), num_steps=settings["steps"],
@@ -158,7 +158,7 @@ class ShippedModelsTest(parameterized.TestCase):
       samples = sampling.initial_states(model, "coop", 256, seed=0)
       steps = config.eval_mcmc_steps
     else:
-      samples = data.load_array(config.dataset, "test", max_examples=128)[0]
+      samples = datasets.load_array(config.dataset, "test", max_examples=128)[0]
       steps = 1000
     sampler = langevin.make_sampler(model.energy_fn, model.image_shape, **model.langevin_kwargs)
     samples = sampler(tf.constant(samples), tf.constant([0, 2]), steps, model.step_size,

@@ -32,9 +32,9 @@ def main(out_path: str) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ebm_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ebm_tf import distribute  # pylint: disable=g-import-not-at-top
-  from ebm_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from ebm_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ebm_tf.training import distribute  # pylint: disable=g-import-not-at-top
+  from ebm_tf.training import train_lib  # pylint: disable=g-import-not-at-top
 
   distribute.split_cpu(2)
   rng = np.random.default_rng(1234)

@@ -12,8 +12,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from ebm_tf import config as config_lib
-from ebm_tf import train_lib
+from ebm_tf.training import config as config_lib
+from ebm_tf.training import train_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEPS = 3

@@ -7,7 +7,7 @@ Each entry of --runs is `label:eps_255=DIR`, DIR an `ebm_tf.attack` --output_dir
 summary.json. Prints one Markdown row per (label, radius): natural accuracy (mean over seeds),
 the worst case over seeds of the robust accuracy with its 95% Wilson interval, images, seeds,
 compute; and plots the worst-case robust accuracy with its interval against the radius, one
-line per label (ebm_tf.file_io.save_figure_atomic). Missing summaries are listed as not run.
+line per label (ebm_tf.internal.file_io.save_figure_atomic). Missing summaries are listed as not run.
 """
 
 import json
@@ -16,8 +16,8 @@ import os
 from absl import app
 from absl import flags
 
-from ebm_tf import file_io
-from ebm_tf import summaries
+from ebm_tf.internal import file_io
+from ebm_tf.training import summaries
 
 _RUNS = flags.DEFINE_list("runs", [], "label:eps_255=DIR entries")
 _OUTPUT = flags.DEFINE_string("output", "", "PNG written ('' = no plot)")

@@ -21,12 +21,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import attacks
-from ebm_tf import classifier_lib
-from ebm_tf import defense_eval
-from ebm_tf import exact_gradient
+from ebm_tf.classifier import classifier_lib
+from ebm_tf.defense import attacks
+from ebm_tf.defense import defense_eval
+from ebm_tf.defense import exact_gradient
 from ebm_tf import models
-from ebm_tf import runs
+from ebm_tf.training import runs
 
 _EBM = flags.DEFINE_string("ebm_dir", "", "an ebm_tf.train run (ebm_small)")
 _CLF = flags.DEFINE_string("classifier_dir", "", "an ebm_tf.train_classifier run ('' = none)")

@@ -15,7 +15,7 @@ For each input and each recorded chain length it writes the per-chain accuracy (
 `repeats` chains per image), the EOT accuracy (logits averaged over the chains, as the defense
 does), the mean per-pixel l_inf and RMS distance to the clean image, and the mean energy.
 The chain is run in segments between recorded lengths (segment j with a seed folded from
---seed and j: the same Markov chain as one run). Output: one JSON file (ebm_tf.file_io).
+--seed and j: the same Markov chain as one run). Output: one JSON file (ebm_tf.internal.file_io).
 """
 
 import json
@@ -26,14 +26,14 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import attacks
-from ebm_tf import classifier_lib
-from ebm_tf import defense_eval
-from ebm_tf import file_io
-from ebm_tf import langevin
+from ebm_tf.classifier import classifier_lib
+from ebm_tf.defense import attacks
+from ebm_tf.defense import defense_eval
+from ebm_tf.defense import purify as purify_lib
+from ebm_tf.internal import file_io
+from ebm_tf.mcmc import langevin
 from ebm_tf import models
-from ebm_tf import purify as purify_lib
-from ebm_tf import runs
+from ebm_tf.training import runs
 
 _EBM_DIR = flags.DEFINE_string("ebm_dir", None, "ebm_tf.train model_dir", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint prefix (default: newest)")

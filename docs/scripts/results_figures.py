@@ -3,7 +3,7 @@ r"""Assembles the figures and tables of docs/results.md from the evaluation dire
   .venv/bin/python docs/scripts/results_figures.py [--results=runs/results] [--docs=docs]
 
 Reads the stability.json / sweep.json files that docs/scripts/results_digits.sh produced and
-writes docs/results_*.png (curves via ebm_tf.stability.plot_curves, sample grids side by side)
+writes docs/results_*.png (curves via ebm_tf.evaluation.stability.plot_curves, sample grids side by side)
 and prints the Markdown tables.
 """
 
@@ -14,11 +14,11 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from ebm_tf import checkpoint_sweep
-from ebm_tf import file_io
-from ebm_tf import sampling
-from ebm_tf import stability
-from ebm_tf import summaries
+from ebm_tf.evaluation import checkpoint_sweep
+from ebm_tf.evaluation import sampling
+from ebm_tf.evaluation import stability
+from ebm_tf.internal import file_io
+from ebm_tf.training import summaries
 
 _RESULTS = flags.DEFINE_string("results", "runs/results", "results_digits.sh output folder")
 _DOCS = flags.DEFINE_string("docs", "docs", "where figures go")

@@ -4,7 +4,7 @@ For each trained run, chains start from exact toy samples (drawn independently o
 data) and from uniform noise on [-3, 3]^2 (the same starts for every run) and run far beyond the
 run's training chain length, with the run's own step size and temperature; at each recorded step
 the histogram of the chains is compared with the exact bin masses
-(`ebm_tf.toy_eval.chain_distance_curves`). The command behind docs/toy_stability.{json,png}:
+(`ebm_tf.evaluation.toy_eval.chain_distance_curves`). The command behind docs/toy_stability.{json,png}:
 
   .venv/bin/python docs/scripts/toy_stability.py \
       --runs=shortrun=runs/shortrun_toy,longrun=runs/longrun_toy \
@@ -18,7 +18,7 @@ The new longrun preset and the full three-toy protocol: docs/scripts/toy_results
 Writes the JSON (the command, settings, each run's measured training chain length, its own law
 exp(-E/T) binned on the grid against the exact bin masses (`model_density`: the model's bias
 without any sampling), the i.i.d. reference and one curve per run and init) and a PNG of TV and
-KL against the step. A thin caller of ebm_tf.toy_eval.
+KL against the step. A thin caller of ebm_tf.evaluation.toy_eval.
 """
 
 import os
@@ -31,10 +31,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from ebm_tf import data
+from ebm_tf.data import datasets
+from ebm_tf.evaluation import toy_eval
 from ebm_tf import models
-from ebm_tf import runs
-from ebm_tf import toy_eval
+from ebm_tf.training import runs
 
 _RUNS = flags.DEFINE_list("runs", ["shortrun=runs/shortrun_toy", "longrun=runs/longrun_toy"],
                           "name=model_dir pairs of trained toy runs; model_dir 'exact' is the "
@@ -86,9 +86,9 @@ def main(argv):
   curves = {}
   toy = None
   if _TOY.value:
-    if not data.is_toy(_TOY.value):
-      raise app.UsageError(f"--toy must be one of {list(data.TOY_DATASETS)}; got {_TOY.value!r}")
-    toy = data.toy_density(_TOY.value)
+    if not datasets.is_toy(_TOY.value):
+      raise app.UsageError(f"--toy must be one of {list(datasets.TOY_DATASETS)}; got {_TOY.value!r}")
+    toy = datasets.toy_density(_TOY.value)
   specs = [spec.partition("=") for spec in _RUNS.value]
   for spec, (name, sep, model_dir) in zip(_RUNS.value, specs):
     if not sep:
@@ -104,9 +104,9 @@ def main(argv):
                "mcmc_temp": 1.0, "curves": {}}
     else:
       ebm, config, path = runs.restore_ebm(model_dir)
-      if not data.is_toy(config.dataset):
+      if not datasets.is_toy(config.dataset):
         raise app.UsageError(f"run {model_dir!r} was trained on {config.dataset!r}, not a toy")
-      run_toy = data.toy_density(config.dataset)
+      run_toy = datasets.toy_density(config.dataset)
       if toy is not None and run_toy.name != toy.name:
         raise app.UsageError("all runs (and --toy) must be the same toy")
       toy = run_toy
