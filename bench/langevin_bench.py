@@ -9,8 +9,8 @@ once, so a change of the shared machine's load shifts them alike; medians over -
 times K Langevin steps per call of:
 
 - `sampler`: the project's sampler, `ebm_tf.mcmc.langevin.make_sampler` (plain `tf.function`);
-- `baseline`: `make_langevin_update` below, the reference update exactly as
-  shared/reference/paper_spec.md (section 0) writes it: a `tf.function` with
+- `baseline`: `make_langevin_update` below, the reference loop exactly as docs/paper_settings.md
+  (section 2, "The reference loop, as written") writes it: a `tf.function` with
   `for i in tf.range(K)`, the gradient of sum(E)/T, `x -= eps^2/2 g; x += eps N(0, I)` with
   stateful `tf.random.normal`, and the drift-norm diagnostic every step;
 - `floor`: K forward + input-gradient passes of the same network at the same batch inside one
@@ -87,7 +87,7 @@ _OUTPUT = flags.DEFINE_string("output", os.path.join(_ROOT, "bench", "results",
 
 
 def make_langevin_update(energy_fn, num_steps: int, epsilon: float, temperature: float):
-  """The paper's Langevin loop (paper_spec.md section 0; `train.py::make_langevin_update`).
+  """The paper's Langevin loop (docs/paper_settings.md section 2; `train.py::make_langevin_update`).
 
   Args:
     energy_fn: x [B, ...] float32 -> energies [B] or [B, 1].

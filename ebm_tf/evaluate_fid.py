@@ -1,4 +1,4 @@
-r"""FID of a run's samples, for one checkpoint or swept over all of them (paper section 3a).
+r"""FID of a run's samples, one checkpoint or a sweep over all (docs/paper_settings.md section 8.1).
 
   python -m ebm_tf.evaluate_fid --model_dir=RUN --output_dir=OUT --num_samples=1000 \
       [--checkpoints=all|latest|1000,2000] [--feature=inception|classifier --classifier_dir=CLF]

@@ -1,4 +1,4 @@
-r"""Trains an EBM (shortrun, midrun or longrun prior stage) from a flagfile preset.
+r"""Trains an EBM from a flagfile preset: shortrun, midrun, or either longrun stage.
 
   python -m ebm_tf.train --flagfile=flags/shortrun_digits.cfg --model_dir=runs/shortrun_digits
 

@@ -213,7 +213,7 @@ class AttackBinaryTest(absltest.TestCase):
             "step_size_255", "adv_steps", "random_start", "eot_attack_reps",
             "eot_defense_reps", "purify_steps", "purify_step_size", "purify_temperature",
             "defense", "attack", "seeds")
-    # The paper's CIFAR-10 protocol (paper_spec section 2).
+    # The paper's CIFAR-10 protocol (docs/paper_settings.md section 7.4).
     self.assertEqual([configs["cifar10"][k] for k in keys],
                      ["cifar10", "test", True, 640, 64, 8.0, 2.0, 50, True, 48, 128, 2000,
                       0.01, 1e-4, "purify", "bpda_eot", [0, 1]])

@@ -1,12 +1,13 @@
 """Configuration of a naturally trained classifier run: absl flags -> a frozen `ClassifierConfig`.
 
-The classifier is the one the EBM purification defense protects (paper_spec section 2): trained on
-clean data only, never adversarially, never on purified images. The dataclass defaults are the
-reference recipe (`train_clf.py` + `configs_clf/cifar10_wrn.py`): WRN-28-10 on CIFAR-10, SGD with
-momentum 0.9 (no Nesterov), learning rate 0.1 -> 0.01 -> 0.001 at epochs 40 and 60 of 499 steps,
-100 epochs, batch 96, L2 `5e-4 * sum(tf.nn.l2_loss(v))` over all trainable variables, pad-4 random
-crop + flip augmentation, test accuracy every 5 epochs, the best kept. The step counts are in
-optimizer steps (epochs x 499); the presets in `flags/classifier_*.cfg` spell the arithmetic out.
+The classifier is the one the EBM purification defense protects (docs/paper_settings.md section
+7.1): trained on clean data only, never adversarially, never on purified images. The dataclass
+defaults are the reference recipe (`train_clf.py` + `configs_clf/cifar10_wrn.py`): WRN-28-10 on
+CIFAR-10, SGD with momentum 0.9 (no Nesterov), learning rate 0.1 -> 0.01 -> 0.001 at epochs 40 and
+60 of 499 steps, 100 epochs, batch 96, L2 `5e-4 * sum(tf.nn.l2_loss(v))` over all trainable
+variables, pad-4 random crop + flip augmentation, test accuracy every 5 epochs, the best kept. The
+step counts are in optimizer steps (epochs x 499); the presets in `flags/classifier_*.cfg` spell the
+arithmetic out.
 
 Library code never reads flags: the binary calls `define_classifier_flags()` once, parses, and
 hands `config_from_flags()` to `ebm_tf.classifier.classifier_lib`.

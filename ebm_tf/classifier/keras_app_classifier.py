@@ -1,4 +1,4 @@
-"""A `keras.applications` ImageNet classifier behind the EBM's [-1, 1] images (paper_spec sec. 2).
+"""A keras.applications ImageNet classifier for EBM images (docs/paper_settings.md section 7.1).
 
 The paper's ImageNet defense classifies purified 224x224 EBM images with EfficientNet-B7 at
 600x600 on [0, 255] pixels: the reference `attack.py::resize_and_rescale` resizes with

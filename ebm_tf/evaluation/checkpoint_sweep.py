@@ -1,4 +1,4 @@
-"""FID over a run's saved checkpoints: how the paper picks the checkpoint it reports (3a).
+"""FID over a run's checkpoints, to pick the one to report (docs/paper_settings.md section 8.1).
 
 For each selected checkpoint, `stability.evaluate` draws `num_samples` fresh chains (by default
 the paper's protocol: generator samples run for the run's `eval_mcmc_steps`) into

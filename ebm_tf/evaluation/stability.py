@@ -1,4 +1,4 @@
-"""Along-the-chain quality of a sampling job: the longrun stability test (paper section 3c).
+"""Along-the-chain quality of sampling jobs: the longrun test (docs/paper_settings.md section 8.3).
 
 For every snapshot a `sampling` job wrote (samples after s Langevin steps), this module records:
 

@@ -1,4 +1,4 @@
-"""Spectrally normalised BigGAN-deep discriminator used as an EBM (ImageNet midrun; spec 0b).
+"""BigGAN-deep discriminator with spectral norm as an EBM (docs/paper_settings.md section 5).
 
 Port of `EBMBigGAN` in point0bar1/ebm-life-cycle `nets.py` (from HF pytorch-pretrained-BigGAN):
 `rgb_conv` conv3x3(C -> ch), BigGAN-deep bottleneck blocks, one `SelfAttention` layer, then

@@ -5,7 +5,8 @@ import keras
 
 from ebm_tf.models import biggan_ebm
 
-# (downsample, in x ch, out x ch) for 224 inputs, copied from spec 0b; attention before index 4.
+# (downsample, in x ch, out x ch) for 224 inputs (docs/paper_settings.md section 5); attention
+# before index 4.
 LAYOUT_224 = [(True, 1, 2), (False, 2, 2), (True, 2, 4), (False, 4, 4), (True, 4, 8), (False, 8, 8),
               (True, 8, 8), (False, 8, 8), (True, 8, 16), (False, 16, 16), (True, 16, 16),
               (False, 16, 16)]

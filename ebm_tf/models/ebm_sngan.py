@@ -1,4 +1,4 @@
-"""EBMs from the SNGAN discriminator with spectral norm removed (spec section 0b).
+"""EBMs from the SNGAN discriminator with spectral norm removed (docs/paper_settings.md section 5).
 
 Port of `EBMSNGAN32/64/128` in point0bar1/ebm-life-cycle `nets.py` (itself a TF2 port of
 Mimicry's SNGAN discriminators): residual blocks of 3x3 convolutions with pre-activation ReLU,

@@ -59,7 +59,7 @@ class ParamCountTest(tf.test.TestCase):
 
   def test_ebm_sngan32_has_4204800_parameters(self):
     stages = [(256, True), (256, True), (256, False), (256, False)]
-    self.assertEqual(sngan_ebm_params(3, stages), 4_204_800)  # the number in spec 0b
+    self.assertEqual(sngan_ebm_params(3, stages), 4_204_800)  # docs/paper_settings.md section 5
     self.assertEqual(ebm_sngan.ebm_sngan32().count_params(), 4_204_800)
 
   def test_ebm_sngan64(self):

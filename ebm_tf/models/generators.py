@@ -1,4 +1,4 @@
-"""SNGAN generators used to initialise MCMC chains (spec section 0b).
+"""SNGAN generators used to initialise MCMC chains (docs/paper_settings.md section 5).
 
 Port of `GenSNGAN32/64/128` in point0bar1/ebm-life-cycle `nets.py` (from Mimicry): a Dense layer
 to a `bottom x bottom x ngf` map, residual up-sampling blocks

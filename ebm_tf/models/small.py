@@ -1,4 +1,4 @@
-"""Small networks for CPU-scale replication (spec section 5): tiny EBM, tiny generator, small CNN.
+"""Small networks for CPU-scale runs (docs/paper_settings.md section 9): tiny EBM, generator, CNN.
 
 - `ebm_small`: EBMSNGAN-style EBM, Stem(C->32, down) -> Block(32->64, down) -> Block(64->64) ->
   ReLU -> GAP -> Dense(1, no bias); no normalisation; about 0.14M parameters for C = 1.

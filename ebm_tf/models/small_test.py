@@ -32,7 +32,7 @@ class EbmSmallTest(tf.test.TestCase, parameterized.TestCase):
     expected = (conv_params(1, 32, 3) + conv_params(32, 32, 3) + conv_params(1, 32, 1) +
                 conv_params(32, 64, 3) + conv_params(64, 64, 3) + conv_params(32, 64, 1) +
                 2 * conv_params(64, 64, 3) + 64)
-    self.assertEqual(expected, 141_088)  # ~0.1M as in spec section 5
+    self.assertEqual(expected, 141_088)  # ~0.1M (docs/paper_settings.md section 9)
     self.assertEqual(small.ebm_small((8, 8, 1)).count_params(), expected)
     self.assertEqual(small.ebm_small((28, 28, 1)).count_params(), expected)
 

@@ -1,4 +1,4 @@
-"""Wide ResNet classifier (WRN-28-10 for CIFAR-10; spec section 2).
+"""Wide ResNet classifier (WRN-28-10 for CIFAR-10; docs/paper_settings.md section 7.1).
 
 Port of `WideResNetTF2` in point0bar1/ebm-life-cycle `nets.py` (from meliketoy/wide-resnet.pytorch):
 conv3x3(C->16), three stages of (depth - 4) / 6 pre-activation blocks with widths
