@@ -11,7 +11,9 @@ runs behind the EBM's images with `--classifier=keras_app:EfficientNetB7
 --classifier_weights=efficientnetb7.h5 --classifier_input_size=600` (resized and rescaled in its
 graph; the weights are a local file: nothing downloads). The presets flags/defense_*.cfg hold
 the protocols (flags/defense_cifar10.cfg and flags/defense_imagenet.cfg are the paper's).
-Perturbations are in /255 units of [0, 1] images.
+Perturbations are in /255 units of [0, 1] images. The purification's Langevin step size and
+temperature are `--epsilon` and `--mcmc_temp`, named as in training; unset, they are the EBM
+run's (its config.json), as in the exporter.
 `--defense=none` attacks the classifier alone with the same PGD (the undefended baseline).
 `--attack=exact_gradient` backpropagates through every step of the defense's own chain, the
 noise fixed per EOT repeat, keeping ceil(purify_steps / k) + k chain states (k =
@@ -80,8 +82,10 @@ _HELP = {
     "eot_attack_reps": "purifications averaged per attack evaluation and gradient",
     "eot_defense_reps": "purifications averaged for natural accuracy and to confirm a break",
     "purify_steps": "Langevin steps of the purification",
-    "purify_step_size": "Langevin step size eps of the purification",
-    "purify_temperature": "temperature T of the purification",
+    "epsilon": "Langevin step size eps of the purification (unset: the EBM run's epsilon, "
+               "as in training)",
+    "mcmc_temp": "temperature T of the purification (unset: the EBM run's mcmc_temp, as in "
+                 "training)",
     "attack_purify_steps": "full_gradient: Langevin steps differentiated (0 = purify_steps)",
     "max_chain_steps": "full_gradient: memory cap on attack_purify_steps",
     "segment_length": "exact_gradient: Langevin steps per recomputed segment; the backward pass "

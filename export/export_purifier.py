@@ -5,9 +5,10 @@ r"""Exports a trained EBM (and optionally a classifier) as a TF Serving purifier
 
 writes `exports/purifier/<version>/` (SavedModel + warmup records), `exports/models.config` and
 `exports/batching_parameters.txt`; see export/saved_model_export.py for the layout and
-export/purifier_module.py for the signatures. The Langevin step size and temperature default to
-the training run's `epsilon` and `mcmc_temp` (the paper purifies CIFAR-10 with eps 0.01 and T
-1e-4 for 2,000 steps: pass them explicitly to match).
+export/purifier_module.py for the signatures. The Langevin step size and temperature are
+`--epsilon` and `--mcmc_temp`, named as in training and in `ebm_tf.attack`, and default to the
+training run's (the paper purifies CIFAR-10 with eps 0.01 and T 1e-4 for 2,000 steps: pass them
+explicitly to match). The export's metadata keeps the names `step_size` and `temperature`.
 """
 
 import os
@@ -37,9 +38,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string("export_base", None, "directory of served models", **fv)
   flags.DEFINE_string("model_name", "purifier", "TF Serving model name", **fv)
   flags.DEFINE_integer("version", None, "explicit version (default: newest + 1)", **fv)
-  flags.DEFINE_float("step_size", None, "Langevin eps (default: the run's epsilon)", **fv)
-  flags.DEFINE_float("temperature", None, "Langevin temperature T (default: the run's "
-                     "mcmc_temp)", **fv)
+  flags.DEFINE_float("epsilon", None, "Langevin step size eps, named as in training (default: "
+                     "the run's epsilon)", **fv)
+  flags.DEFINE_float("mcmc_temp", None, "Langevin temperature T, named as in training "
+                     "(default: the run's mcmc_temp)", **fv)
   flags.DEFINE_integer("num_steps", 100, "default purification steps of a request", **fv)
   flags.DEFINE_integer("max_num_steps", 2000, "largest num_steps accepted", **fv)
   flags.DEFINE_integer("max_batch_size", 64, "largest request batch accepted", **fv)
@@ -62,15 +64,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", *,
            classifier_dir: Optional[str] = None, classifier_checkpoint: str = "best",
            checkpoint: Optional[str] = None, version: Optional[int] = None,
-           step_size: Optional[float] = None,
-           temperature: Optional[float] = None, warmup_batch_sizes=(1,),
+           epsilon: Optional[float] = None,
+           mcmc_temp: Optional[float] = None, warmup_batch_sizes=(1,),
            serving_base_path: Optional[str] = None, **config_kwargs
            ) -> saved_model_export.ExportResult:
   """Restores the networks of a run and exports them; returns the ExportResult.
 
   The classifier (an `ebm_tf.train_classifier` run) is loaded with
   `ebm_tf.classifier.classifier_lib.load_classifier(classifier_dir, classifier_checkpoint)` ("best" or
-  "latest"). `config_kwargs` are PurifierConfig fields (default_num_steps, max_num_steps,
+  "latest"). `epsilon` and `mcmc_temp` (None: the run's) become the PurifierConfig's step_size
+  and temperature. `config_kwargs` are PurifierConfig fields (default_num_steps, max_num_steps,
   max_batch_size, default_num_repeats, max_num_repeats, input_range, batchable_num_steps,
   batchable_num_repeats, jit_compile).
 
@@ -89,8 +92,8 @@ def export(checkpoint_dir: str, export_base: str, model_name: str = "purifier", 
                        f"{tuple(classifier_config.image_shape)} but the EBM takes {image_shape}")
   config = purifier_module.PurifierConfig(
       image_shape=image_shape,
-      step_size=float(step_size if step_size is not None else train_config.epsilon),
-      temperature=float(temperature if temperature is not None else train_config.mcmc_temp),
+      step_size=float(epsilon if epsilon is not None else train_config.epsilon),
+      temperature=float(mcmc_temp if mcmc_temp is not None else train_config.mcmc_temp),
       **config_kwargs)
   module = purifier_module.PurifierModule(ebm, config, classifier)
   info = {"ebm": train_config.ebm, "dataset": train_config.dataset,
@@ -111,7 +114,7 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS):
   result = export(
       f.checkpoint_dir, f.export_base, f.model_name, classifier_dir=f.classifier_dir,
       classifier_checkpoint=f.classifier_checkpoint, checkpoint=f.checkpoint,
-      version=f.version, step_size=f.step_size, temperature=f.temperature,
+      version=f.version, epsilon=f.epsilon, mcmc_temp=f.mcmc_temp,
       warmup_batch_sizes=[int(b) for b in f.warmup_batch_sizes],
       serving_base_path=f.serving_base_path, default_num_steps=f.num_steps,
       max_num_steps=f.max_num_steps, max_batch_size=f.max_batch_size,

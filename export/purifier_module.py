@@ -1,9 +1,9 @@
 """The served model: a `tf.Module` whose `serve()` purifies images with the EBM and classifies them.
 
-Purification is `ebm_tf.mcmc.langevin.langevin_sample` (the project's one sampler) started at the
-request's images: plain Langevin on E/T, x <- x - (eps^2/2) grad(sum E/T) + eps N(0, I), no
-clamping, noise drawn statelessly from the request's `seed`, so the same request gives the same
-answer. With a classifier, each image is purified `num_repeats` times (independent chains) and
+Purification is the library's, `ebm_tf.defense.purify` (`purify_chains` on `tile_repeats` of the
+request's images, `split_repeats`, `average_repeats`; `purify` itself for `purify_batchable`):
+plain Langevin on E/T, x <- x - (eps^2/2) grad(sum E/T) + eps N(0, I), no clamping, noise drawn
+statelessly from the request's `seed`, so the same request gives the same answer. With a classifier, each image is purified `num_repeats` times (independent chains) and
 the classifier's logits are averaged over the repeats (EOT, as in the paper's defense).
 
 Signatures (all with a `None` batch dimension; H, W, C fixed by the EBM):
@@ -42,7 +42,6 @@ import keras
 import tensorflow as tf
 
 from ebm_tf.defense import purify as purify_lib
-from ebm_tf.mcmc import langevin
 from ebm_tf import models
 from export import validation
 
@@ -191,7 +190,7 @@ class PurifierModule(tf.Module):
 
   def _run_chains_impl(self, chains, seed, num_steps):
     """Langevin from `chains` [M,H,W,C]; returns samples, energies [M] and (classifier) logits."""
-    result = langevin.langevin_sample(self._energy_of, chains, seed, num_steps=num_steps,
+    result = purify_lib.purify_chains(self._energy_of, chains, seed, num_steps=num_steps,
                                       step_size=self.config.step_size,
                                       temperature=self.config.temperature)
     outputs = {"samples": result.samples, "energies": result.energies}
@@ -225,14 +224,15 @@ class PurifierModule(tf.Module):
   def _purify_and_classify(self, images, seed, num_steps, num_repeats):
     """Validated images [B,H,W,C] -> dict of outputs (see the module docstring)."""
     batch = tf.shape(images)[0]
-    # Repeat-major chains: chain r * B + i is repeat r of image i. Tiling happens outside the
-    # (optionally XLA-compiled) sampler because XLA needs constant tile multiples.
-    chains = tf.tile(images, [num_repeats, 1, 1, 1])
+    # The library's repeat-major chains (chain r * B + i is repeat r of image i). Tiling
+    # happens outside the (optionally XLA-compiled) sampler because XLA needs constant tile
+    # multiples; the classifier runs inside it, on every chain.
+    chains = purify_lib.tile_repeats(images, num_repeats)
     run = self._run_chains(chains, seed, num_steps)
-    outputs = {"purified": run["samples"][:batch], "energies": run["energies"][:batch]}
+    outputs = {"purified": purify_lib.split_repeats(run["samples"], images, num_repeats)[0],
+               "energies": run["energies"][:batch]}  # the first repeat's chains
     if self.has_classifier:
-      logits = tf.reshape(run["logits"], [num_repeats, batch, self.num_classes])
-      logits = tf.reduce_mean(logits, axis=0)
+      logits = purify_lib.average_repeats(run["logits"], num_repeats, batch)
       outputs["logits"] = logits
       outputs["class_ids"] = tf.argmax(logits, axis=-1, output_type=tf.int64)
     return outputs

@@ -198,6 +198,11 @@ class AttackBinaryTest(absltest.TestCase):
         "  config = attack.config_from_flags(flags.FLAGS)\n"
         "  print(json.dumps({'preset': preset, **attack.defense_eval.config_as_dict(config)}))\n"
         "flags.FLAGS.unparse_flags()\n"
+        "flags.FLAGS(['attack', '--ebm_dir=e', '--classifier_dir=c', '--output_dir=o',\n"
+        "             '--mcmc_temp=2e-4'])\n"
+        "config = attack.config_from_flags(flags.FLAGS)\n"
+        "print(json.dumps({'preset': 'none', **attack.defense_eval.config_as_dict(config)}))\n"
+        "flags.FLAGS.unparse_flags()\n"
         "flags.FLAGS(['attack', '--flagfile=flags/defense_digits.cfg', '--ebm_dir=e',\n"
         "             '--classifier_dir=c', '--output_dir=o', '--eps_255=-1'])\n"
         "try:\n"
@@ -211,7 +216,7 @@ class AttackBinaryTest(absltest.TestCase):
     configs = {c["preset"]: c for c in map(json.loads, result.stdout.splitlines())}
     keys = ("dataset", "split", "shuffle", "num_images", "batch_size", "eps_255",
             "step_size_255", "adv_steps", "random_start", "eot_attack_reps",
-            "eot_defense_reps", "purify_steps", "purify_step_size", "purify_temperature",
+            "eot_defense_reps", "purify_steps", "epsilon", "mcmc_temp",
             "defense", "attack", "seeds")
     # The paper's CIFAR-10 protocol (docs/paper_settings.md section 7.4).
     self.assertEqual([configs["cifar10"][k] for k in keys],
@@ -222,6 +227,8 @@ class AttackBinaryTest(absltest.TestCase):
                       1.25e-2, 1e-4, "purify", "bpda_eot", [0, 1]])
     self.assertEqual(configs["fashion_mnist"]["purify_steps"], 2000)  # K/p = 100/0.05
     self.assertEqual(configs["fashion_mnist"]["dataset"], "fashion_mnist")
+    # Without a preset the purifier's Langevin settings are unset (the EBM run's) unless given.
+    self.assertEqual((configs["none"]["epsilon"], configs["none"]["mcmc_temp"]), (None, 2e-4))
     self.assertEqual(configs["negative_eps"]["error"],
                      "eps_255 must be a finite number >= 0 (in /255 units); got -1.0")
 

@@ -371,13 +371,13 @@ _PAPER_DEFENSE = {
     "defense_cifar10": dict(
         dataset="cifar10", split="test", shuffle=True, num_images=640, batch_size=64,
         eps_255=8.0, step_size_255=2.0, adv_steps=50, random_start=True, eot_attack_reps=48,
-        eot_defense_reps=128, purify_steps=2000, purify_step_size=0.01,
-        purify_temperature=1e-4, defense="purify", attack="bpda_eot", attack_method="pgd"),
+        eot_defense_reps=128, purify_steps=2000, epsilon=0.01,
+        mcmc_temp=1e-4, defense="purify", attack="bpda_eot", attack_method="pgd"),
     "defense_imagenet": dict(
         dataset="imagenet2012", split="validation", shuffle=True, num_images=800, batch_size=8,
         image_size=224, classifier="keras_app:EfficientNetB7", classifier_input_size=600,
         eps_255=2.0, step_size_255=1.0, adv_steps=50, random_start=True, eot_attack_reps=24,
-        eot_defense_reps=64, purify_steps=200, purify_step_size=2e-2, purify_temperature=1e-5,
+        eot_defense_reps=64, purify_steps=200, epsilon=2e-2, mcmc_temp=1e-5,
         defense="purify", attack="bpda_eot", attack_method="pgd"),
 }
 
@@ -416,7 +416,7 @@ class DefensePresetFastTest(parameterized.TestCase):
     self.assertEqual(midrun.dataset, config.dataset)
     image_size = config.image_size if config.image_size is not None else midrun.image_size
     self.assertEqual(datasets.image_shape(config.dataset, image_size), _shape(midrun))
-    self.assertEqual(config.purify_temperature, midrun.mcmc_temp)
+    self.assertEqual(config.mcmc_temp, midrun.mcmc_temp)
     if config.classifier:
       name = keras_app_classifier.parse_spec(config.classifier)
       self.assertEqual(_shape(midrun)[-1], 3)
@@ -585,7 +585,7 @@ class PresetTrainingTest(parameterized.TestCase):
     self.assertEqual(summary["models"]["ebm"]["name"], ebm_config.ebm)
     self.assertEqual(summary["models"]["data"]["image_shape"], list(_shape(ebm_config)))
     self.assertLen(summary["per_seed"][0]["accuracy_curve"], 3)
-    for field in ("eps_255", "step_size_255", "purify_step_size", "purify_temperature"):
+    for field in ("eps_255", "step_size_255", "epsilon", "mcmc_temp"):
       self.assertEqual(summary["settings"][field], getattr(preset, field), field)
 
   @parameterized.named_parameters(*_named(_CLASSIFIER_PRESETS))

@@ -17,7 +17,7 @@ LAYERS = {
     "ebm_tf.internal": [],
     "ebm_tf.data": [],
     "ebm_tf.models": [],
-    "ebm_tf.mcmc": [],
+    "ebm_tf.mcmc": ["ebm_tf.internal"],
     "ebm_tf.training": ["ebm_tf.internal", "ebm_tf.data", "ebm_tf.models", "ebm_tf.mcmc"],
     "ebm_tf.classifier": ["ebm_tf.internal", "ebm_tf.data", "ebm_tf.models", "ebm_tf.training"],
     "ebm_tf.defense": [

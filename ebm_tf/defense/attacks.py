@@ -76,6 +76,7 @@ import tensorflow as tf
 
 from ebm_tf.defense import exact_gradient
 from ebm_tf.defense import purify as purify_lib
+from ebm_tf.internal import checks
 from ebm_tf.mcmc import langevin
 
 MAX_CHAIN_STEPS = 50
@@ -105,21 +106,6 @@ def _number(value, name, *, minimum=0.0, strict=False) -> float:
     raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}; got "
                      f"{value!r}")
   return number
-
-
-def _count(value, name, *, minimum=0) -> int:
-  """`value` as a Python int >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-  return int(value)
-
-
-def _check_seed(seed) -> tf.Tensor:
-  seed = tf.convert_to_tensor(seed)
-  if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
-    raise ValueError("seed must be an int32/int64 tensor of shape [2]; got "
-                     f"{seed.dtype.name} {seed.shape}")
-  return tf.cast(seed, tf.int32)
 
 
 def _fold(seed, *data) -> tf.Tensor:
@@ -201,7 +187,7 @@ def bpda_purify(energy_fn: purify_lib.EnergyFn,
     float32 [R, B, H, W, C].
   """
   x = purify_lib.check_images(images)
-  seed = _check_seed(seed)
+  seed = checks.check_seed(seed, dtype=tf.int32)
 
   @tf.custom_gradient
   def identity_through_purifier(x, seed):
@@ -270,11 +256,11 @@ class BPDAModel(tf.Module):
     super().__init__(name=name)
     self._classifier = classifier
     self._energy_fn = energy_fn
-    self._seed = _check_seed(seed)
-    self.num_steps = _count(num_steps, "num_steps")
+    self._seed = checks.check_seed(seed, dtype=tf.int32)
+    self.num_steps = checks.check_int(num_steps, "num_steps")
     self.step_size = _number(step_size, "step_size", strict=True)
     self.temperature = _number(temperature, "temperature", strict=True)
-    self.eot_reps = _count(eot_reps, "eot_reps", minimum=1)
+    self.eot_reps = checks.check_int(eot_reps, "eot_reps", 1)
     self.calls = tf.Variable(0, dtype=tf.int32, trainable=False, name="calls")
     self._purifiers = {}
 
@@ -329,7 +315,7 @@ def full_gradient_purify(energy_fn: purify_lib.EnergyFn,
     ValueError: for num_steps above max_chain_steps (use BPDA for long chains) and the errors
       of `purify.purify`. A run-time num_steps out of range fails a graph assertion.
   """
-  max_chain_steps = _count(max_chain_steps, "max_chain_steps", minimum=1)
+  max_chain_steps = checks.check_int(max_chain_steps, "max_chain_steps", 1)
   if tf.is_tensor(num_steps) and tf.get_static_value(num_steps) is None:
     if not num_steps.dtype.is_integer:
       raise ValueError(f"num_steps must be an integer; got dtype {num_steps.dtype.name}")
@@ -342,7 +328,7 @@ def full_gradient_purify(energy_fn: purify_lib.EnergyFn,
     static = num_steps if not tf.is_tensor(num_steps) else tf.get_static_value(num_steps)
     if isinstance(static, np.ndarray) and static.shape == ():
       static = static.item()
-    static = _count(static, "num_steps")
+    static = checks.check_int(static, "num_steps")
     if static > max_chain_steps:
       raise ValueError(f"full-gradient purification keeps the activations of every Langevin "
                        f"step: num_steps must be <= max_chain_steps={max_chain_steps}; got "
@@ -350,7 +336,7 @@ def full_gradient_purify(energy_fn: purify_lib.EnergyFn,
     steps = tf.constant(static, tf.int32)
   x = purify_lib.check_images(images)
   reps = purify_lib.check_num_repeats(num_repeats)
-  seed = _check_seed(seed)
+  seed = checks.check_seed(seed, dtype=tf.int32)
   eps = tf.cast(step_size, tf.float32)
   temperature = tf.cast(temperature, tf.float32)
 
@@ -518,17 +504,17 @@ def apgd_checkpoints(n_iter: int) -> List[int]:
     The increasing evaluation indices t in [1, n_iter] (evaluation t = the iterate after t
     steps); [] for n_iter = 0.
   """
-  n_iter = _count(n_iter, "n_iter")
+  n_iter = checks.check_int(n_iter, "n_iter")
   if n_iter == 0:
     return []
   h = max(int(0.22 * n_iter), 1)
   decrease, minimum = max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
-  checks, t = [], h
+  at, t = [], h
   while t <= n_iter:
-    checks.append(t)
+    at.append(t)
     h = max(h - decrease, minimum)
     t += h
-  return checks
+  return at
 
 
 def apgd_halve(losses, best_loss, best_loss_at_last_check, reduced_at_last_check,
@@ -669,13 +655,31 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     raise ValueError("pgd_attack runs its Python loop eagerly; call it outside tf.function")
   x = purify_lib.check_images(images)
   y = _check_labels(labels, x.shape[0])
-  seed = _check_seed(seed)
+  seed = checks.check_seed(seed, dtype=tf.int32)
   eps = to_pixel_units(_number(eps_255, "eps_255"))
   eta = to_pixel_units(_number(step_size_255, "step_size_255"))
-  adv_steps = _count(adv_steps, "adv_steps")
-  log_every = _count(log_every, "log_every")
+  adv_steps = checks.check_int(adv_steps, "adv_steps")
+  log_every = checks.check_int(log_every, "log_every")
+  verify_batch_size, momentum_decay = _check_pgd_options(
+      verify_logits_fn, verify_all, verify_batch_size, momentum_decay, apgd)
+  if loss_fn is None:
+    loss_fn = tf.nn.sparse_softmax_cross_entropy_with_logits
+  # One traced function serves every evaluation (the last one's step is discarded): a
+  # second trace of the purifier would cost more than one classifier backward pass.
+  attack_step = _make_attack_step(attack_logits_fn, x.shape[1:], loss_fn, momentum_decay)
+  verified_wrong = None
+  if verify_logits_fn is not None:
+    verified_wrong = _make_verifier(verify_logits_fn, x.shape[1:], y, verify_batch_size)
+  natural_correct = _natural_correct(attack_step, verified_wrong, x, y, seed, eps, eta)
+  return _attack_loop(attack_step, verified_wrong, x, y, seed, eps, eta, natural_correct,
+                      adv_steps=adv_steps, random_start=random_start, verify_all=verify_all,
+                      apgd=apgd, return_trajectory=return_trajectory, log_every=log_every)
+
+
+def _check_pgd_options(verify_logits_fn, verify_all, verify_batch_size, momentum_decay, apgd):
+  """`pgd_attack`'s verification and step options: (verify_batch_size, momentum_decay)."""
   if verify_batch_size is not None:
-    verify_batch_size = _count(verify_batch_size, "verify_batch_size", minimum=1)
+    verify_batch_size = checks.check_int(verify_batch_size, "verify_batch_size", 1)
   if verify_all and verify_logits_fn is None:
     raise ValueError("verify_all=True needs a verify_logits_fn")
   if momentum_decay is not None:
@@ -685,16 +689,16 @@ def pgd_attack(attack_logits_fn: LogitsFn,
   if apgd and momentum_decay is not None:
     raise ValueError(f"apgd has its own momentum: momentum_decay must be None; got "
                      f"{momentum_decay!r}")
-  if loss_fn is None:
-    loss_fn = tf.nn.sparse_softmax_cross_entropy_with_logits
+  return verify_batch_size, momentum_decay
 
-  image_spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
-  seed_spec = tf.TensorSpec([2], tf.int32)
 
-  # One traced function serves every evaluation (the last one's step is discarded): a
-  # second trace of the purifier would cost more than one classifier backward pass.
+def _make_attack_step(attack_logits_fn: LogitsFn, sample_shape, loss_fn, momentum_decay):
+  """The traced attack step: (x_adv, x_orig, y, step_seed, eps, eta, momentum) -> (logits at
+  x_adv, the next iterate, the next momentum, the loss [N], its gradient)."""
+  image_spec = tf.TensorSpec([None, *sample_shape], tf.float32)
+
   @tf.function(input_signature=[image_spec, image_spec, tf.TensorSpec([None], tf.int64),
-                                seed_spec, tf.TensorSpec([], tf.float32),
+                                tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32),
                                 tf.TensorSpec([], tf.float32), image_spec])
   def attack_step(x_adv, x_orig, y, step_seed, eps, eta, momentum):
     with tf.GradientTape() as tape:
@@ -718,50 +722,69 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     x_new = x_orig + cleverhans_utils.clip_eta(x_new - x_orig, np.inf, eps)
     return logits, tf.clip_by_value(x_new, -1.0, 1.0), momentum, loss, grad
 
-  verify = None
-  if verify_logits_fn is not None:
-    @tf.function(input_signature=[image_spec, seed_spec])
-    def verify(x_check, check_seed):
-      return _logits_of(verify_logits_fn, x_check, check_seed, "verify_logits_fn")
+  return attack_step
 
-  def check_num_classes(logits):
-    if y.size and y.max() >= logits.shape[-1]:
-      raise ValueError(f"labels must be < num_classes = {logits.shape[-1]}; got {y.max()}")
+
+def _check_num_classes(y: np.ndarray, logits) -> None:
+  if y.size and y.max() >= logits.shape[-1]:
+    raise ValueError(f"labels must be < num_classes = {logits.shape[-1]}; got {y.max()}")
+
+
+def _make_verifier(verify_logits_fn: LogitsFn, sample_shape, y: np.ndarray, verify_batch_size):
+  """`verified_wrong(x_adv, index, step_seed)`: the subset of `index` whose verification
+  prediction is wrong (at most verify_batch_size images per call)."""
+  image_spec = tf.TensorSpec([None, *sample_shape], tf.float32)
+
+  @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int32)])
+  def verify(x_check, check_seed):
+    return _logits_of(verify_logits_fn, x_check, check_seed, "verify_logits_fn")
 
   def verified_wrong(x_adv, index, step_seed):
-    """The subset of `index` whose verification prediction is wrong."""
     chunk = verify_batch_size or max(len(index), 1)
     wrong = []
     for c, start in enumerate(range(0, len(index), chunk)):
       part = index[start:start + chunk]
       logits = verify(tf.gather(x_adv, part), _fold(step_seed, c)).numpy()
-      check_num_classes(logits)
+      _check_num_classes(y, logits)
       wrong.append(part[np.argmax(logits, axis=-1) != y[part]])
     return np.concatenate(wrong) if wrong else index[:0]
 
+  return verified_wrong
+
+
+def _natural_correct(attack_step, verified_wrong, x, y, seed, eps, eta) -> np.ndarray:
+  """Which clean images the defense (the verifier, else the attack evaluation) gets right."""
   # Tracing gives the number of classes: bad labels fail here, before any attack work.
   num_classes = attack_step.get_concrete_function().structured_outputs[0].shape[-1]
   if num_classes is not None:
-    check_num_classes(np.zeros([0, num_classes]))
-  x_np = x.numpy()
+    _check_num_classes(y, np.zeros([0, num_classes]))
   natural_correct = np.ones(y.shape, bool)
-  if verify is not None:
+  if verified_wrong is not None:
     natural_correct[verified_wrong(x, np.arange(y.size), _fold(seed, 0))] = False
-  else:
-    natural_logits = attack_step(x, x, y, _fold(seed, 0), eps, eta,
-                                 tf.zeros_like(x))[0].numpy()
-    check_num_classes(natural_logits)
-    natural_correct = np.argmax(natural_logits, axis=-1) == y
+    return natural_correct
+  natural_logits = attack_step(x, x, y, _fold(seed, 0), eps, eta, tf.zeros_like(x))[0].numpy()
+  _check_num_classes(y, natural_logits)
+  return np.argmax(natural_logits, axis=-1) == y
+
+
+def _start_point(x, seed, eps, random_start: bool):
+  """The first iterate: clip(X + eps U[-1, 1], -1, 1) with a random start, else X."""
+  if not random_start:
+    return x
+  noise = tf.random.stateless_uniform(tf.shape(x), _fold(seed, 1), minval=-1.0, maxval=1.0)
+  return tf.clip_by_value(x + eps * noise, -1.0, 1.0)
+
+
+def _attack_loop(attack_step, verified_wrong, x, y, seed, eps, eta, natural_correct, *,
+                 adv_steps, random_start, verify_all, apgd, return_trajectory,
+                 log_every) -> AttackResult:
+  """The adv_steps + 1 evaluations and steps of `pgd_attack`, with permanent-break bookkeeping."""
+  x_np = x.numpy()
   defended = natural_correct.copy()
   broken_at = np.full(y.shape, -1, np.int64)
   adversarial = x_np.copy()
   curve = [float(np.mean(defended))] if y.size else [0.0]
-
-  if random_start:
-    noise = tf.random.stateless_uniform(tf.shape(x), _fold(seed, 1), minval=-1.0, maxval=1.0)
-    x_adv = tf.clip_by_value(x + eps * noise, -1.0, 1.0)
-  else:
-    x_adv = x
+  x_adv = _start_point(x, seed, eps, random_start)
   check_perturbation(x_adv, x_np, eps, "the random start")
   momentum = tf.zeros_like(x)  # MIM's accumulated gradient (unused without momentum_decay)
   apgd_state = _ApgdState(x_np, eps, eta, adv_steps) if apgd else None
@@ -777,10 +800,10 @@ def pgd_attack(attack_logits_fn: LogitsFn,
     elif apgd_state is not None:
       x_next = tf.constant(apgd_state.step(t, x_adv.numpy(), loss.numpy(), grad.numpy()))
     logits = logits.numpy()
-    check_num_classes(logits)
+    _check_num_classes(y, logits)
     wrong = np.argmax(logits, axis=-1) != y
     candidates = np.flatnonzero(defended & (wrong | verify_all))
-    if verify is not None and candidates.size:
+    if verified_wrong is not None and candidates.size:
       newly_broken = verified_wrong(x_adv, candidates, _fold(verify_seed, t))
     else:
       newly_broken = candidates
@@ -811,7 +834,7 @@ def pgd_attack(attack_logits_fn: LogitsFn,
 
 
 def _purify_settings(purify_steps, purify_step_size, purify_temperature):
-  return dict(num_steps=_count(purify_steps, "purify_steps"),
+  return dict(num_steps=checks.check_int(purify_steps, "purify_steps"),
               step_size=_number(purify_step_size, "purify_step_size", strict=True),
               temperature=_number(purify_temperature, "purify_temperature", strict=True))
 
@@ -823,113 +846,25 @@ def _eot_verifier(classifier, energy_fn, settings, eot_defense_reps):
   return verify
 
 
-def bpda_eot_pgd(classifier: purify_lib.Classifier,
-                 energy_fn: purify_lib.EnergyFn,
-                 images,
-                 labels,
-                 seed,
-                 *,
-                 eps_255,
-                 step_size_255,
-                 adv_steps: int,
-                 purify_steps: int,
-                 purify_step_size: float,
-                 purify_temperature: float,
-                 eot_attack_reps: int,
-                 eot_defense_reps: int,
-                 random_start: bool = True,
-                 attack_method: str = "pgd",
-                 verify_batch_size: Optional[int] = None,
-                 return_trajectory: bool = False,
-                 log_every: int = 0) -> AttackResult:
-  """The paper's BPDA + EOT l_inf PGD attack with EOT-defense verification (spec section 2).
+# The adaptive attacks on the purifier, by the gradient their attack logits give (the names of
+# `ebm_tf.defense.defense_eval.ATTACKS`).
+EOT_ATTACKS = ("bpda_eot", "full_gradient", "exact_gradient")
 
-  The attack evaluation and gradient use `bpda_eot_logits` with `eot_attack_reps`
-  purifications (the gradient is the classifier's at the purified images); natural accuracy
-  and the re-check of wrong predictions use `purify.eot_logits` with `eot_defense_reps`.
-  CIFAR-10 reference: eps_255=8, step_size_255=2, adv_steps=50, purify_steps=2000,
-  purify_step_size=0.01, purify_temperature=1e-4, eot_attack_reps=48, eot_defense_reps=128.
 
-  Args:
-    classifier: Keras model (called with training=False) or callable, images -> logits [N, K].
-    energy_fn: the EBM's energy, images [N, H, W, C] -> [N].
-    images, labels, seed, eps_255, step_size_255, adv_steps, random_start, verify_batch_size,
-      return_trajectory, log_every: as in `pgd_attack`.
-    purify_steps, purify_step_size, purify_temperature: the defense's Langevin K, eps, T.
-    eot_attack_reps, eot_defense_reps: purifications per image for the attack and for
-      verification (ints >= 1).
-    attack_method: 'pgd', 'bim', 'fgm', 'mim' or 'apgd' (module docstring), with the same
-      gradients, EOT and verification; see `attack_method_settings` for the settings each
-      needs.
-
-  Returns:
-    An `AttackResult`.
-
-  Raises:
-    ValueError: for any bad argument (see `pgd_attack`; purify settings, reps < 1, settings
-      that do not fit attack_method).
-  """
-  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
-                                  adv_steps=adv_steps, random_start=random_start)
-  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
-  eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
-  eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
-
+def _bpda_attack_logits(classifier, energy_fn, settings, eot_attack_reps, **unused):
+  """BPDA + EOT: the classifier's gradient at the purified images (`bpda_eot_logits`)."""
   def attack_logits(x, seed):
     return bpda_eot_logits(classifier, energy_fn, x, seed, num_repeats=eot_attack_reps,
                            **settings)
-
-  return pgd_attack(attack_logits, images, labels, seed, eps_255=eps_255,
-                    step_size_255=step_size_255, adv_steps=adv_steps,
-                    verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
-                                                   eot_defense_reps),
-                    verify_batch_size=verify_batch_size, random_start=random_start,
-                    return_trajectory=return_trajectory, log_every=log_every, **method)
+  return attack_logits, False
 
 
-def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
-                          energy_fn: purify_lib.EnergyFn,
-                          images,
-                          labels,
-                          seed,
-                          *,
-                          eps_255,
-                          step_size_255,
-                          adv_steps: int,
-                          purify_steps: int,
-                          purify_step_size: float,
-                          purify_temperature: float,
-                          eot_attack_reps: int,
-                          eot_defense_reps: int,
-                          attack_purify_steps: Optional[int] = None,
-                          max_chain_steps: int = MAX_CHAIN_STEPS,
-                          random_start: bool = True,
-                          attack_method: str = "pgd",
-                          verify_batch_size: Optional[int] = None,
-                          return_trajectory: bool = False,
-                          log_every: int = 0) -> AttackResult:
-  """Adaptive PGD whose gradient backpropagates through a short Langevin chain.
-
-  The attack logits are `full_gradient_eot_logits` over `attack_purify_steps` (default
-  `purify_steps`; at most `max_chain_steps`) with `eot_attack_reps` repeats. The defense under
-  attack purifies with `purify_steps` and `eot_defense_reps` repeats; it gives the natural
-  accuracy and confirms every break. When the attack chain is shorter than the defense's, its
-  own predictions are not the defense's, so every still-defended image is verified at every
-  evaluation (`verify_all`).
-
-  Args: as `bpda_eot_pgd` (attack_method included), plus attack_purify_steps and
-    max_chain_steps (memory cap).
-
-  Raises:
-    ValueError: as `bpda_eot_pgd`, and for an attack chain longer than max_chain_steps.
-  """
-  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
-                                  adv_steps=adv_steps, random_start=random_start)
-  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
-  eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
-  eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
-  max_chain_steps = _count(max_chain_steps, "max_chain_steps", minimum=1)
-  chain = settings["num_steps"] if attack_purify_steps is None else _count(
+def _full_gradient_attack_logits(classifier, energy_fn, settings, eot_attack_reps, *,
+                                 attack_purify_steps, max_chain_steps, **unused):
+  """Backpropagation through a chain of attack_purify_steps (`full_gradient_eot_logits`); a
+  chain shorter than the defense's verifies every still-defended image (`verify_all`)."""
+  max_chain_steps = checks.check_int(max_chain_steps, "max_chain_steps", 1)
+  chain = settings["num_steps"] if attack_purify_steps is None else checks.check_int(
       attack_purify_steps, "attack_purify_steps")
   if chain > max_chain_steps:
     raise ValueError(f"the full-gradient attack chain must have <= max_chain_steps="
@@ -940,72 +875,143 @@ def full_gradient_eot_pgd(classifier: purify_lib.Classifier,
                                     step_size=settings["step_size"],
                                     temperature=settings["temperature"],
                                     num_repeats=eot_attack_reps, max_chain_steps=max_chain_steps)
-
-  return pgd_attack(attack_logits, images, labels, seed, eps_255=eps_255,
-                    step_size_255=step_size_255, adv_steps=adv_steps,
-                    verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
-                                                   eot_defense_reps),
-                    verify_all=chain != settings["num_steps"],
-                    verify_batch_size=verify_batch_size, random_start=random_start,
-                    return_trajectory=return_trajectory, log_every=log_every, **method)
+  return attack_logits, chain != settings["num_steps"]
 
 
-def exact_gradient_eot_pgd(classifier: purify_lib.Classifier,
-                           energy_fn: purify_lib.EnergyFn,
-                           images,
-                           labels,
-                           seed,
-                           *,
-                           eps_255,
-                           step_size_255,
-                           adv_steps: int,
-                           purify_steps: int,
-                           purify_step_size: float,
-                           purify_temperature: float,
-                           eot_attack_reps: int,
-                           eot_defense_reps: int,
-                           segment_length: Optional[int] = None,
-                           random_start: bool = True,
-                           attack_method: str = "pgd",
-                           verify_batch_size: Optional[int] = None,
-                           return_trajectory: bool = False,
-                           log_every: int = 0) -> AttackResult:
-  """PGD whose gradient is exact through the defense's whole purification (all L steps).
-
-  The attack logits are `exact_gradient.exact_gradient_eot_logits` over the defense's own
-  `purify_steps` with `eot_attack_reps` repeats: their values are the defense's EOT logits
-  (bitwise `purify.eot_logits` with the same seed) and their gradient backpropagates through
-  every Langevin step, the noise fixed per EOT repeat, keeping ceil(L/k) + k chain states
-  (k = `segment_length`, default round(sqrt(L))). Verification, permanent breaks and every
-  attack_method are those of `bpda_eot_pgd`. For ReLU energies the gradient equals BPDA's
-  (module docstring of `ebm_tf.defense.exact_gradient`); each gradient costs about 4-5x BPDA's
-  purification (chain, recomputation, Hessian-vector products).
-
-  Args: as `bpda_eot_pgd` (attack_method included), plus segment_length (int >= 1 or None).
-
-  Raises:
-    ValueError: as `bpda_eot_pgd`, and for a segment_length that is not an int >= 1.
-  """
-  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
-                                  adv_steps=adv_steps, random_start=random_start)
-  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
-  eot_attack_reps = _count(eot_attack_reps, "eot_attack_reps", minimum=1)
-  eot_defense_reps = _count(eot_defense_reps, "eot_defense_reps", minimum=1)
+def _exact_gradient_attack_logits(classifier, energy_fn, settings, eot_attack_reps, *,
+                                  segment_length, **unused):
+  """The exact gradient through the defense's whole chain
+  (`exact_gradient.exact_gradient_eot_logits`)."""
   if segment_length is None:
     segment_length = exact_gradient.default_segment_length(settings["num_steps"])
-  segment_length = _count(segment_length, "segment_length", minimum=1)
+  segment_length = checks.check_int(segment_length, "segment_length", 1)
 
   def attack_logits(x, seed):
     return exact_gradient.exact_gradient_eot_logits(
         classifier, energy_fn, x, seed, num_repeats=eot_attack_reps,
         segment_length=segment_length, **settings)
+  return attack_logits, False
 
+
+_ATTACK_LOGITS = {"bpda_eot": _bpda_attack_logits,
+                  "full_gradient": _full_gradient_attack_logits,
+                  "exact_gradient": _exact_gradient_attack_logits}
+# The arguments that only one attack takes, and that attack.
+_ATTACK_ONLY = {"attack_purify_steps": "full_gradient", "segment_length": "exact_gradient"}
+
+
+def eot_pgd(attack: str,
+            classifier: purify_lib.Classifier,
+            energy_fn: purify_lib.EnergyFn,
+            images,
+            labels,
+            seed,
+            *,
+            eps_255,
+            step_size_255,
+            adv_steps: int,
+            purify_steps: int,
+            purify_step_size: float,
+            purify_temperature: float,
+            eot_attack_reps: int,
+            eot_defense_reps: int,
+            attack_purify_steps: Optional[int] = None,
+            max_chain_steps: int = MAX_CHAIN_STEPS,
+            segment_length: Optional[int] = None,
+            random_start: bool = True,
+            attack_method: str = "pgd",
+            verify_batch_size: Optional[int] = None,
+            return_trajectory: bool = False,
+            log_every: int = 0) -> AttackResult:
+  """An adaptive EOT attack on the purified classifier, with EOT-defense verification.
+
+  The attack evaluation and gradient use the attack logits of `attack` with `eot_attack_reps`
+  purifications; natural accuracy and the re-check of wrong predictions use `purify.eot_logits`
+  with `eot_defense_reps` (the defense under attack). One `pgd_attack` loop for all of them:
+
+    'bpda_eot'        the paper's BPDA + EOT (docs/paper_settings.md 7.3): the classifier's
+                      gradient at the purified images (`bpda_eot_logits`). CIFAR-10 reference:
+                      eps_255=8, step_size_255=2, adv_steps=50, purify_steps=2000,
+                      purify_step_size=0.01, purify_temperature=1e-4, eot_attack_reps=48,
+                      eot_defense_reps=128.
+    'full_gradient'   backpropagates through a Langevin chain of `attack_purify_steps`
+                      (default `purify_steps`; at most `max_chain_steps`). When it is shorter
+                      than the defense's chain its own predictions are not the defense's, so
+                      every still-defended image is verified at every evaluation.
+    'exact_gradient'  exact through the defense's whole purification: values bitwise
+                      `purify.eot_logits` with the same seed, the gradient backpropagated
+                      through every Langevin step, the noise fixed per EOT repeat, keeping
+                      ceil(L/k) + k chain states (k = `segment_length`, default
+                      round(sqrt(L))). For ReLU energies it equals BPDA's (module docstring of
+                      `ebm_tf.defense.exact_gradient`); each gradient costs about 4-5x BPDA's
+                      purification (chain, recomputation, Hessian-vector products).
+
+  Args:
+    attack: one of EOT_ATTACKS.
+    classifier: Keras model (called with training=False) or callable, images -> logits [N, K].
+    energy_fn: the EBM's energy, images [N, H, W, C] -> [N].
+    images, labels, seed, eps_255, step_size_255, adv_steps, random_start, verify_batch_size,
+      return_trajectory, log_every: as in `pgd_attack`.
+    purify_steps, purify_step_size, purify_temperature: the defense's Langevin K, eps, T.
+    eot_attack_reps, eot_defense_reps: purifications per image for the attack and for
+      verification (ints >= 1).
+    attack_purify_steps, max_chain_steps: 'full_gradient' only: the attack chain's steps (None:
+      purify_steps) and their memory cap.
+    segment_length: 'exact_gradient' only: chain steps per recomputed segment (int >= 1; None:
+      round(sqrt(purify_steps))).
+    attack_method: 'pgd', 'bim', 'fgm', 'mim' or 'apgd' (module docstring), with the same
+      gradients, EOT and verification; see `attack_method_settings` for the settings each
+      needs.
+
+  Returns:
+    An `AttackResult`.
+
+  Raises:
+    ValueError: for any bad argument (see `pgd_attack`; purify settings, reps < 1, settings
+      that do not fit attack_method, a full-gradient chain longer than max_chain_steps, a
+      segment_length that is not an int >= 1, an argument of another attack).
+  """
+  if attack not in _ATTACK_LOGITS:
+    raise ValueError(f"attack must be one of {EOT_ATTACKS}; got {attack!r}")
+  for name, value in (("attack_purify_steps", attack_purify_steps),
+                      ("segment_length", segment_length)):
+    if value is not None and _ATTACK_ONLY[name] != attack:
+      raise ValueError(f"{name} is an argument of the {_ATTACK_ONLY[name]} attack, not of "
+                       f"{attack}; got {name}={value!r}")
+  method = attack_method_settings(attack_method, eps_255=eps_255, step_size_255=step_size_255,
+                                  adv_steps=adv_steps, random_start=random_start)
+  settings = _purify_settings(purify_steps, purify_step_size, purify_temperature)
+  eot_attack_reps = checks.check_int(eot_attack_reps, "eot_attack_reps", 1)
+  eot_defense_reps = checks.check_int(eot_defense_reps, "eot_defense_reps", 1)
+  attack_logits, verify_all = _ATTACK_LOGITS[attack](
+      classifier, energy_fn, settings, eot_attack_reps, attack_purify_steps=attack_purify_steps,
+      max_chain_steps=max_chain_steps, segment_length=segment_length)
   return pgd_attack(attack_logits, images, labels, seed, eps_255=eps_255,
                     step_size_255=step_size_255, adv_steps=adv_steps,
                     verify_logits_fn=_eot_verifier(classifier, energy_fn, settings,
                                                    eot_defense_reps),
-                    verify_batch_size=verify_batch_size, random_start=random_start,
-                    return_trajectory=return_trajectory, log_every=log_every, **method)
+                    verify_all=verify_all, verify_batch_size=verify_batch_size,
+                    random_start=random_start, return_trajectory=return_trajectory,
+                    log_every=log_every, **method)
+
+
+def bpda_eot_pgd(classifier, energy_fn, images, labels, seed, **kwargs) -> AttackResult:
+  """`eot_pgd('bpda_eot', ...)`: the paper's BPDA + EOT l_inf PGD (same arguments)."""
+  return eot_pgd("bpda_eot", classifier, energy_fn, images, labels, seed, **kwargs)
+
+
+def full_gradient_eot_pgd(classifier, energy_fn, images, labels, seed, **kwargs
+                          ) -> AttackResult:
+  """`eot_pgd('full_gradient', ...)`: PGD whose gradient backpropagates through a short
+  Langevin chain (same arguments)."""
+  return eot_pgd("full_gradient", classifier, energy_fn, images, labels, seed, **kwargs)
+
+
+def exact_gradient_eot_pgd(classifier, energy_fn, images, labels, seed, **kwargs
+                           ) -> AttackResult:
+  """`eot_pgd('exact_gradient', ...)`: PGD whose gradient is exact through the defense's whole
+  purification (same arguments)."""
+  return eot_pgd("exact_gradient", classifier, energy_fn, images, labels, seed, **kwargs)
 
 
 def undefended_pgd(classifier: purify_lib.Classifier,

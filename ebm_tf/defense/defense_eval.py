@@ -3,10 +3,10 @@
 The protocol of Hill et al. (2022), spec section 2: a naturally trained classifier (a
 `ebm_tf.train_classifier` run) is defended by purifying every input with Langevin MCMC on a
 midrun EBM (an `ebm_tf.train` run) and averaging the logits over EOT repeats; it is attacked by
-l_inf PGD with BPDA + EOT gradients (`ebm_tf.defense.attacks.bpda_eot_pgd`), every break confirmed with
-`eot_defense_reps` purifications (`attack_method` swaps PGD for cleverhans' BIM, FGM or MIM,
-computed in the same loop: `ebm_tf.defense.attacks`). Images come from the test split, shuffled with a
-fixed seed, in batches; each (attack seed, batch) is one independent unit of work:
+l_inf PGD with BPDA + EOT gradients (`ebm_tf.defense.attacks.bpda_eot_pgd`), every break confirmed
+with `eot_defense_reps` purifications (`attack_method` swaps PGD for cleverhans' BIM, FGM or MIM,
+computed in the same loop: `ebm_tf.defense.attacks`). Images come from the test split, shuffled with
+a fixed seed, in batches; each (attack seed, batch) is one independent unit of work:
 
     setup = prepare(DefenseEvalConfig(ebm_dir=..., classifier_dir=..., output_dir=...))
     summary = evaluate(setup)     # writes everything below; resumes where it stopped
@@ -76,6 +76,10 @@ _NOT_IN_FINGERPRINT = ("output_dir", "seeds", "num_images", "log_every", "num_sh
 # the value that those batches were computed with, so that older output directories resume.
 _FINGERPRINT_ONLY_IF_NOT = {"attack_method": "pgd", "classifier": "", "classifier_weights": "",
                             "classifier_input_size": 0, "segment_length": 0}
+# Fields renamed after batches were first written: the fingerprint keeps the names those
+# batches were written with, and a None (unset with defense 'none') as the former default.
+_FINGERPRINT_LEGACY_NAMES = {"epsilon": ("purify_step_size", 0.01),
+                             "mcmc_temp": ("purify_temperature", 1e-4)}
 ATTACK_METHODS = attacks.ATTACK_METHODS
 
 
@@ -114,8 +118,10 @@ class DefenseEvalConfig:
   eot_attack_reps: int = 48
   eot_defense_reps: int = 128
   purify_steps: int = 2000
-  purify_step_size: float = 0.01
-  purify_temperature: float = 1e-4
+  # The purifier's Langevin step size and temperature, named as in training (TrainConfig
+  # epsilon and mcmc_temp); None = the EBM run's (its config.json), as the exporter does.
+  epsilon: Optional[float] = None
+  mcmc_temp: Optional[float] = None
   attack_purify_steps: int = 0  # full_gradient: Langevin steps differentiated (0 = purify_steps)
   max_chain_steps: int = attacks.MAX_CHAIN_STEPS  # full_gradient memory cap
   # exact_gradient: chain steps per recomputed segment (0 = round(sqrt(purify_steps))).
@@ -193,10 +199,11 @@ def validate(config: DefenseEvalConfig) -> None:
     value = getattr(c, name)
     _check(isinstance(value, (int, float)) and np.isfinite(value) and value >= 0,
            f"{name} must be a finite number >= 0 (in /255 units); got {value!r}")
-  for name in ("purify_step_size", "purify_temperature"):
+  for name in ("epsilon", "mcmc_temp"):
     value = getattr(c, name)
-    _check(isinstance(value, (int, float)) and np.isfinite(value) and value > 0,
-           f"{name} must be a finite number > 0; got {value!r}")
+    _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and np.isfinite(value) and value > 0),
+           f"{name} must be a finite number > 0 (or None: the EBM run's); got {value!r}")
   for name, minimum in (("num_images", 1), ("batch_size", 1), ("adv_steps", 0),
                         ("eot_attack_reps", 1), ("eot_defense_reps", 1), ("purify_steps", 0),
                         ("attack_purify_steps", 0), ("max_chain_steps", 1),
@@ -342,25 +349,46 @@ def prepare(config: DefenseEvalConfig,
       config.classifier and config.classifier_weights, and from config.ebm_dir.
 
   Returns:
-    An `EvalSetup`.
+    An `EvalSetup`; its config has epsilon and mcmc_temp set (unset ones from the EBM run's
+    config.json: the training run's Langevin step size and temperature).
 
   Raises:
     FileNotFoundError: a model directory, its config or checkpoint, or the classifier weights
       file is missing.
-    ValueError: the EBM, the classifier and the images do not have the same image shape, or
-      labels exceed the classifier's classes.
+    ValueError: the EBM, the classifier and the images do not have the same image shape,
+      labels exceed the classifier's classes, or a given energy_fn comes without epsilon and
+      mcmc_temp.
   """
   info: Dict[str, Any] = {}
-  ebm = None
+  classifier, ebm_run, (default_dataset, default_size) = _load_classifier(config, classifier,
+                                                                          energy_fn, info)
+  clf_shape = tuple(int(d) for d in classifier.inputs[0].shape[1:])
+  info["classifier"]["image_shape"] = list(clf_shape)
+  config, energy_fn = _load_purifier(config, energy_fn, ebm_run, clf_shape, info)
+  images, labels, indices = _load_images(config, default_dataset, default_size, clf_shape,
+                                         int(classifier.outputs[0].shape[-1]), info)
+  return EvalSetup(config=config, classifier=classifier, energy_fn=energy_fn, images=images,
+                   labels=labels, indices=indices, models_info=info)
+
+
+def _load_classifier(config: DefenseEvalConfig, classifier, energy_fn, info):
+  """The classifier of `config` (or the given one); records it in info["classifier"].
+
+  Returns:
+    (classifier, the EBM run (load_ebm's triple) if it had to be loaded first, else None,
+    (the default dataset, the default image_size) of the evaluation images).
+  """
+  ebm_run = None
   if classifier is None and config.classifier:
     # The keras.applications classifier takes the images at the EBM's resolution: their shape
     # comes from the flags or else from the EBM run.
     keras_app_classifier.check_weights_path(config.classifier_weights)  # before any loading
     if config.defense == "purify" and energy_fn is None:
-      ebm, ebm_config, ebm_path = load_ebm(config.ebm_dir)
-    dataset = config.dataset or (ebm_config.dataset if ebm is not None else "")
+      ebm_run = load_ebm(config.ebm_dir)
+    ebm_config = ebm_run[1] if ebm_run is not None else None
+    dataset = config.dataset or (ebm_config.dataset if ebm_config is not None else "")
     image_size = config.image_size
-    if image_size is None and ebm is not None:
+    if image_size is None and ebm_config is not None:
       image_size = ebm_config.image_size
     if not dataset:
       raise ValueError(f"dataset must be given with classifier {config.classifier!r} when no "
@@ -372,8 +400,8 @@ def prepare(config: DefenseEvalConfig,
         weights=config.classifier_weights)
     info["classifier"] = keras_app_classifier.describe(name, input_size,
                                                        config.classifier_weights)
-    default_dataset, default_size = dataset, image_size
-  elif classifier is None:
+    return classifier, ebm_run, (dataset, image_size)
+  if classifier is None:
     if not os.path.isdir(config.classifier_dir):
       raise FileNotFoundError(f"classifier_dir {config.classifier_dir!r} does not exist: pass "
                               "the --model_dir of an ebm_tf.train_classifier run")
@@ -385,37 +413,49 @@ def prepare(config: DefenseEvalConfig,
     info["classifier"] = {"name": clf_config.classifier, "dataset": clf_config.dataset,
                           "image_size": clf_config.image_size,
                           "checkpoint": os.path.realpath(latest) if latest else None}
-    default_dataset, default_size = clf_config.dataset, clf_config.image_size
-  else:
-    info["classifier"] = {"name": classifier.name, "checkpoint": None}
-    default_dataset, default_size = config.dataset, config.image_size
-  clf_shape = tuple(int(d) for d in classifier.inputs[0].shape[1:])
-  info["classifier"]["image_shape"] = list(clf_shape)
+    return classifier, None, (clf_config.dataset, clf_config.image_size)
+  info["classifier"] = {"name": classifier.name, "checkpoint": None}
+  return classifier, None, (config.dataset, config.image_size)
 
-  if config.defense == "purify" and energy_fn is None:
-    if ebm is None:
-      ebm, ebm_config, ebm_path = load_ebm(config.ebm_dir)
-    ebm_shape = tuple(int(d) for d in ebm.inputs[0].shape[1:])
-    if ebm_shape != clf_shape:
-      raise ValueError(
-          f"image shape mismatch: the EBM in {config.ebm_dir!r} takes images "
-          f"{_shape_str(ebm_shape)} (dataset {ebm_config.dataset!r}, image_size "
-          f"{ebm_config.image_size}) but the classifier "
-          f"{config.classifier_dir or config.classifier!r} takes "
-          f"{_shape_str(clf_shape)}: both must be trained on the same image shape")
-    energy_fn = models.energy_fn(ebm)
-    info["ebm"] = {"name": ebm_config.ebm, "width": ebm_config.ebm_width,
-                   "dataset": ebm_config.dataset, "image_shape": list(ebm_shape),
-                   "mcmc_init": ebm_config.mcmc_init, "train_epsilon": ebm_config.epsilon,
-                   "train_mcmc_steps": ebm_config.mcmc_steps,
-                   "rejuvenation_prob": ebm_config.rejuvenation_prob,
-                   "train_steps": ebm_config.train_steps,
-                   "checkpoint": os.path.realpath(ebm_path)}
-  elif config.defense == "purify":
-    info["ebm"] = {"name": "given", "checkpoint": None}
+
+def _load_purifier(config: DefenseEvalConfig, energy_fn, ebm_run, clf_shape, info):
+  """The purifier's energy (None with defense 'none') and the config with epsilon and
+  mcmc_temp resolved (unset: the EBM run's); records the EBM in info["ebm"]."""
   if config.defense == "none":
-    energy_fn = None
+    return config, None
+  if energy_fn is not None:
+    info["ebm"] = {"name": "given", "checkpoint": None}
+    if config.epsilon is None or config.mcmc_temp is None:
+      raise ValueError(f"epsilon and mcmc_temp must be given with a given energy function (no "
+                       f"EBM run to take them from); got epsilon {config.epsilon!r}, mcmc_temp "
+                       f"{config.mcmc_temp!r}")
+    return config, energy_fn
+  ebm, ebm_config, ebm_path = ebm_run if ebm_run is not None else load_ebm(config.ebm_dir)
+  ebm_shape = tuple(int(d) for d in ebm.inputs[0].shape[1:])
+  if ebm_shape != clf_shape:
+    raise ValueError(
+        f"image shape mismatch: the EBM in {config.ebm_dir!r} takes images "
+        f"{_shape_str(ebm_shape)} (dataset {ebm_config.dataset!r}, image_size "
+        f"{ebm_config.image_size}) but the classifier "
+        f"{config.classifier_dir or config.classifier!r} takes "
+        f"{_shape_str(clf_shape)}: both must be trained on the same image shape")
+  info["ebm"] = {"name": ebm_config.ebm, "width": ebm_config.ebm_width,
+                 "dataset": ebm_config.dataset, "image_shape": list(ebm_shape),
+                 "mcmc_init": ebm_config.mcmc_init, "train_epsilon": ebm_config.epsilon,
+                 "train_mcmc_steps": ebm_config.mcmc_steps,
+                 "rejuvenation_prob": ebm_config.rejuvenation_prob,
+                 "train_steps": ebm_config.train_steps,
+                 "checkpoint": os.path.realpath(ebm_path)}
+  config = dataclasses.replace(
+      config, epsilon=float(ebm_config.epsilon if config.epsilon is None else config.epsilon),
+      mcmc_temp=float(ebm_config.mcmc_temp if config.mcmc_temp is None else config.mcmc_temp))
+  return config, models.energy_fn(ebm)
 
+
+def _load_images(config: DefenseEvalConfig, default_dataset, default_size, clf_shape,
+                 num_classes: int, info):
+  """The evaluation images, labels and split indices (`select_images`), checked against the
+  classifier's input shape and classes; records them in info["data"]."""
   dataset = config.dataset or default_dataset
   image_size = config.image_size if config.image_size is not None else default_size
   if not dataset:
@@ -428,14 +468,12 @@ def prepare(config: DefenseEvalConfig,
   images, labels, indices = select_images(
       dataset, config.split, config.num_images, shuffle=config.shuffle,
       shuffle_seed=config.shuffle_seed, data_dir=config.data_dir, image_size=image_size)
-  num_classes = int(classifier.outputs[0].shape[-1])
   if labels.max() >= num_classes:
     raise ValueError(f"labels of dataset {dataset!r} must be < the classifier's {num_classes} "
                      f"classes; got {labels.max()}")
   info["data"] = {"dataset": dataset, "image_size": image_size, "split": config.split,
                   "image_shape": list(data_shape)}
-  return EvalSetup(config=config, classifier=classifier, energy_fn=energy_fn, images=images,
-                   labels=labels, indices=indices, models_info=info)
+  return images, labels, indices
 
 
 # ------------------------------------------------------------------------------------------
@@ -458,7 +496,7 @@ def _natural_only(setup: EvalSetup, images, labels, seed) -> attacks.AttackResul
     logits = np.concatenate([
         logits_fn(tf.constant(images[start:start + chunk]),
                   tf.random.experimental.stateless_fold_in(seed, k), c.purify_steps,
-                  c.purify_step_size, c.purify_temperature, c.eot_defense_reps).numpy()
+                  c.epsilon, c.mcmc_temp, c.eot_defense_reps).numpy()
         for k, start in enumerate(range(0, len(labels), chunk))])
   correct = np.argmax(logits, axis=-1) == labels
   return attacks.AttackResult(
@@ -490,8 +528,8 @@ def attack_batch(setup: EvalSetup, images: np.ndarray, labels: np.ndarray,
                 log_every=c.log_every)
   if kind == "pgd":
     return attacks.undefended_pgd(setup.classifier, images, labels, seed, **common)
-  defense = dict(purify_steps=c.purify_steps, purify_step_size=c.purify_step_size,
-                 purify_temperature=c.purify_temperature, eot_attack_reps=c.eot_attack_reps,
+  defense = dict(purify_steps=c.purify_steps, purify_step_size=c.epsilon,
+                 purify_temperature=c.mcmc_temp, eot_attack_reps=c.eot_attack_reps,
                  eot_defense_reps=c.eot_defense_reps,
                  verify_batch_size=c.verify_batch_size or None)
   if kind == "bpda_eot":
@@ -522,11 +560,16 @@ def fingerprint(setup: EvalSetup) -> Dict[str, Any]:
   """The settings a batch's result depends on (compared on resume).
 
   Every config field but `_NOT_IN_FINGERPRINT`, and the models; attack_method only when it is
-  not 'pgd' (batches from before it existed were computed with 'pgd'). The exact-gradient
+  not 'pgd' (batches from before it existed were computed with 'pgd'); epsilon and mcmc_temp
+  under their former names (`_FINGERPRINT_LEGACY_NAMES`). The exact-gradient
   attack records its effective segment length (which changes float rounding of the gradient).
   """
   settings = {k: v for k, v in config_as_dict(setup.config).items()
               if k not in _NOT_IN_FINGERPRINT and _FINGERPRINT_ONLY_IF_NOT.get(k, object()) != v}
+  for name, (legacy, former_default) in _FINGERPRINT_LEGACY_NAMES.items():
+    if name in settings:
+      value = settings.pop(name)
+      settings[legacy] = former_default if value is None else value
   if effective_segment_length(setup.config) is not None:
     settings["segment_length"] = effective_segment_length(setup.config)
   settings["models"] = setup.models_info
@@ -757,12 +800,20 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
   c = setup.config
   start_time = time.perf_counter()
   os.makedirs(os.path.join(c.output_dir, BATCH_DIR), exist_ok=True)
-  settings = fingerprint(setup)
   finished = load_finished_batches(setup)
   plan = _plan(setup)
-  sharded = c.num_shards > 1
-  mine = shard_plan(plan, c.num_shards, c.shard_index) if sharded else plan
+  mine = shard_plan(plan, c.num_shards, c.shard_index) if c.num_shards > 1 else plan
   todo = [unit for unit in mine if unit[:2] not in finished]
+  _log_plan(setup, plan, mine, todo, finished)
+  _run_batches(setup, todo, finished, len(mine))
+  if c.num_shards > 1:
+    return _shard_report(setup, plan, mine, todo, start_time)
+  return _write_summary(setup, plan, finished, todo, start_time)
+
+
+def _log_plan(setup: EvalSetup, plan, mine, todo, finished) -> None:
+  """Fails merge_only with batches missing; logs what this run computes and reuses."""
+  c = setup.config
   if c.merge_only and todo:
     missing = ", ".join(f"seed {s} batch {i}" for s, i, _ in todo[:5])
     raise ValueError(f"merge_only: {len(todo)} of the {len(plan)} batches are not in "
@@ -771,7 +822,7 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
   if len(c.seeds) < 2:
     logging.warning("one attack seed: the worst case over seeds needs at least two "
                     "(--seeds=0,1)")
-  if sharded:
+  if c.num_shards > 1:
     logging.info("shard %d of %d: %d of the plan's %d batches", c.shard_index, c.num_shards,
                  len(mine), len(plan))
   reused = [unit[:2] for unit in mine if unit[:2] in finished]
@@ -780,6 +831,13 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
                len(reused), os.path.join(c.output_dir, BATCH_DIR))
   for seed, i in sorted(reused):
     logging.info("reusing batch %d of seed %d (%s)", i, seed, batch_path(c.output_dir, seed, i))
+
+
+def _run_batches(setup: EvalSetup, todo, finished, num_mine: int) -> None:
+  """Attacks the (seed, batch) units `todo`, writing each record as it finishes (into
+  `finished` too) and logging a progress line with an ETA."""
+  c = setup.config
+  settings = fingerprint(setup)
   run_seconds = []
   for seed, i, part in todo:
     images, labels = setup.images[part], setup.labels[part]
@@ -797,23 +855,31 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
     logging.info("seed %d batch %d done in %s: natural %.3f robust %.3f | %d/%d batches | "
                  "ETA %s", seed, i, summaries.format_duration(seconds),
                  result.natural_accuracy, result.robust_accuracy,
-                 len(mine) - left, len(mine), eta)
+                 num_mine - left, num_mine, eta)
 
-  if sharded:
-    # Re-read every record: a sibling shard run with other settings fails here too.
-    finished = load_finished_batches(setup)
-    missing = [unit[:2] for unit in plan if unit[:2] not in finished]
-    logging.info("shard %d of %d done; %d of the %d batches still missing in %s%s",
-                 c.shard_index, c.num_shards, len(missing), len(plan),
-                 os.path.join(c.output_dir, BATCH_DIR),
-                 "" if missing else ": merge with the same command without "
-                 "--num_shards/--shard_index")
-    return {"shard_index": c.shard_index, "num_shards": c.num_shards,
-            "batches_of_this_shard": len(mine), "batches_computed_this_run": len(todo),
-            "batches_reused": len(mine) - len(todo), "batches_in_plan": len(plan),
-            "batches_missing": len(missing),
-            "this_run_seconds": float(time.perf_counter() - start_time)}
 
+def _shard_report(setup: EvalSetup, plan, mine, todo, start_time: float) -> Dict[str, Any]:
+  """The report of a sharded run (`evaluate`), after re-reading every shard's records."""
+  c = setup.config
+  # Re-read every record: a sibling shard run with other settings fails here too.
+  finished = load_finished_batches(setup)
+  missing = [unit[:2] for unit in plan if unit[:2] not in finished]
+  logging.info("shard %d of %d done; %d of the %d batches still missing in %s%s",
+               c.shard_index, c.num_shards, len(missing), len(plan),
+               os.path.join(c.output_dir, BATCH_DIR),
+               "" if missing else ": merge with the same command without "
+               "--num_shards/--shard_index")
+  return {"shard_index": c.shard_index, "num_shards": c.num_shards,
+          "batches_of_this_shard": len(mine), "batches_computed_this_run": len(todo),
+          "batches_reused": len(mine) - len(todo), "batches_in_plan": len(plan),
+          "batches_missing": len(missing),
+          "this_run_seconds": float(time.perf_counter() - start_time)}
+
+
+def _write_summary(setup: EvalSetup, plan, finished, todo, start_time: float) -> Dict[str, Any]:
+  """Writes the per-seed files, summary.json and the curves of an unsharded run; returns the
+  summary (`evaluate`)."""
+  c = setup.config
   seed_summaries = []
   for seed in c.seeds:
     records = [finished[(s, i)] for s, i, _ in plan if s == seed]
@@ -853,7 +919,7 @@ def evaluate(setup: EvalSetup) -> Dict[str, Any]:
 def _title(setup: EvalSetup, summary: Mapping[str, Any]) -> str:
   c = setup.config
   defense = ("no defense" if c.defense == "none" else
-             f"purify K={c.purify_steps} eps={c.purify_step_size:g} T={c.purify_temperature:g}")
+             f"purify K={c.purify_steps} eps={c.epsilon:g} T={c.mcmc_temp:g}")
   attack = c.effective_attack if c.attack_method == "pgd" else (
       f"{c.effective_attack} {c.attack_method}")
   return (f"{defense}; {attack} eps={c.eps_255:g}/255 step={c.step_size_255:g}/255"

@@ -29,7 +29,7 @@ def _config(**overrides):
   values = dict(ebm_dir="ebm", classifier_dir="clf", output_dir="out", dataset="digits",
                 num_images=6, batch_size=4, adv_steps=2, eps_255=64.0, step_size_255=16.0,
                 eot_attack_reps=2, eot_defense_reps=2, purify_steps=3,
-                purify_step_size=1.25e-2, seeds=(0, 1), log_every=0)
+                epsilon=1.25e-2, mcmc_temp=1e-4, seeds=(0, 1), log_every=0)
   values.update(overrides)
   return Config(**values)
 
@@ -79,7 +79,7 @@ class ConfigTest(parameterized.TestCase):
       ("repeated_seeds", dict(seeds=(1, 1)), "seeds must be distinct"),
       ("zero_images", dict(num_images=0), "num_images must be an integer >= 1"),
       ("zero_reps", dict(eot_defense_reps=0), "eot_defense_reps must be an integer >= 1"),
-      ("zero_temperature", dict(purify_temperature=0.0), "purify_temperature must be"),
+      ("zero_temperature", dict(mcmc_temp=0.0), "mcmc_temp must be"),
       ("no_ebm_dir", dict(ebm_dir=""), "ebm_dir is required with defense 'purify'"),
       ("no_classifier_dir", dict(classifier_dir=""), "classifier_dir is required"),
       ("no_output_dir", dict(output_dir=""), "output_dir is required"),
@@ -128,9 +128,11 @@ class ConfigTest(parameterized.TestCase):
     c = Config(ebm_dir="e", classifier_dir="c", output_dir="o")
     self.assertEqual(c.attack_method, "pgd")
     self.assertEqual((c.num_images, c.batch_size, c.eps_255, c.step_size_255, c.adv_steps,
-                      c.eot_attack_reps, c.eot_defense_reps, c.purify_steps,
-                      c.purify_step_size, c.purify_temperature, c.split, c.shuffle),
-                     (640, 64, 8.0, 2.0, 50, 48, 128, 2000, 0.01, 1e-4, "test", True))
+                      c.eot_attack_reps, c.eot_defense_reps, c.purify_steps, c.split, c.shuffle),
+                     (640, 64, 8.0, 2.0, 50, 48, 128, 2000, "test", True))
+    # The purifier's Langevin step size and temperature default to the EBM run's (prepare);
+    # the paper's CIFAR-10 values (0.01, 1e-4) are in flags/defense_cifar10.cfg.
+    self.assertEqual((c.epsilon, c.mcmc_temp), (None, None))
 
 
 class SelectImagesTest(tf.test.TestCase):
@@ -337,6 +339,11 @@ class EvaluateTest(tf.test.TestCase):
     # Default 'pgd' is left out of the fingerprint: output directories from before
     # attack_method existed still resume.
     self.assertNotIn("attack_method", defense_eval.fingerprint(pgd))
+    # epsilon / mcmc_temp keep the names older batches were written with.
+    self.assertEqual({k: defense_eval.fingerprint(pgd).get(k) for k in (
+        "purify_step_size", "purify_temperature", "epsilon", "mcmc_temp")},
+                     {"purify_step_size": 1.25e-2, "purify_temperature": 1e-4, "epsilon": None,
+                      "mcmc_temp": None})
     defense_eval.evaluate(pgd)
     mim = self._setup(num_images=4, seeds=(0,), attack_method="mim", random_start=False)
     self.assertEqual(defense_eval.fingerprint(mim)["attack_method"], "mim")
@@ -458,6 +465,15 @@ class PrepareFromRunsTest(tf.test.TestCase):
     setup = defense_eval.prepare(config)
     self.assertEqual(setup.images.shape, (6, 8, 8, 1))
     self.assertEqual(setup.models_info["data"]["dataset"], "digits")
+    self.assertEqual((setup.config.epsilon, setup.config.mcmc_temp), (1.25e-2, 1e-4))  # given
+    # Unset, the purifier's Langevin settings are the EBM run's (as the exporter's).
+    train = config_lib.load_config(os.path.join(root, "ebm8"))
+    unset = defense_eval.prepare(dataclasses.replace(config, epsilon=None, mcmc_temp=None))
+    self.assertEqual((unset.config.epsilon, unset.config.mcmc_temp),
+                     (train.epsilon, train.mcmc_temp))
+    with self.assertRaisesRegex(ValueError, "epsilon and mcmc_temp must be given"):
+      defense_eval.prepare(dataclasses.replace(config, epsilon=None), classifier=classifier,
+                           energy_fn=models.energy_fn(saved_ebm))
     self.assertEndsWith(setup.models_info["ebm"]["checkpoint"], "ckpt-7")
     x = tf.constant(setup.images)
     self.assertAllClose(setup.energy_fn(x), models.energy_fn(saved_ebm)(x))

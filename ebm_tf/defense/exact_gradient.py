@@ -31,19 +31,14 @@ BPDA's (`attacks.bpda_purify`). It differs for smooth energies (swish, softplus,
 import math
 from typing import Callable, List, Optional
 
-import numpy as np
 import tensorflow as tf
 
 from ebm_tf.defense import purify as purify_lib
+from ebm_tf.internal import checks
 from ebm_tf.mcmc import langevin
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]
-
-
-def _check_count(value, name: str, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be a Python integer >= {minimum}; got {value!r}")
-  return int(value)
+_PYTHON_INT = "a Python integer"  # how the count arguments are named in errors
 
 
 def default_segment_length(num_steps: int) -> int:
@@ -55,7 +50,7 @@ def default_segment_length(num_steps: int) -> int:
   Returns:
     A Python int >= 1 (1000 -> 32, 2000 -> 45, 20 -> 4, 0 -> 1).
   """
-  num_steps = _check_count(num_steps, "num_steps", 0)
+  num_steps = checks.check_int(num_steps, "num_steps", 0, kind=_PYTHON_INT)
   return max(1, int(round(math.sqrt(num_steps))))
 
 
@@ -70,25 +65,14 @@ def segment_starts(num_steps: int, segment_length: int) -> List[int]:
     A list of ceil(L / k) ints (empty for L = 0); segment s covers steps
     [s k, min((s + 1) k, L)).
   """
-  num_steps = _check_count(num_steps, "num_steps", 0)
-  segment_length = _check_count(segment_length, "segment_length", 1)
+  num_steps = checks.check_int(num_steps, "num_steps", 0, kind=_PYTHON_INT)
+  segment_length = checks.check_int(segment_length, "segment_length", 1, kind=_PYTHON_INT)
   return list(range(0, num_steps, segment_length))
 
 
 def kept_states(num_steps: int, segment_length: int) -> int:
   """The most chain states [N, H, W, C] held at once: ceil(L/k) kept + min(k, L) recomputed."""
   return len(segment_starts(num_steps, segment_length)) + min(segment_length, num_steps)
-
-
-def _check_seed(seed) -> tf.Tensor:
-  """The seed as `langevin.langevin_sample` uses it (int32 stays int32, other ints -> int64)."""
-  seed = tf.convert_to_tensor(seed)
-  if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
-    raise ValueError("seed must be an int32/int64 tensor of shape [2]; got "
-                     f"{seed.dtype.name} {seed.shape}")
-  if seed.dtype not in (tf.int32, tf.int64):
-    seed = tf.cast(seed, tf.int64)
-  return seed
 
 
 def hessian_vector_product(energy_fn: EnergyFn, x: tf.Tensor, v: tf.Tensor,
@@ -150,16 +134,27 @@ def exact_gradient_purify(energy_fn: EnergyFn,
     ValueError: for a num_steps or segment_length that is not a Python int in range, and the
       errors of `purify.purify` (bad images, repeats, seed, step size, temperature).
   """
-  num_steps = _check_count(num_steps, "num_steps", 0)
+  num_steps = checks.check_int(num_steps, "num_steps", 0, kind=_PYTHON_INT)
   if segment_length is None:
     segment_length = default_segment_length(num_steps)
-  segment_length = _check_count(segment_length, "segment_length", 1)
+  segment_length = checks.check_int(segment_length, "segment_length", 1, kind=_PYTHON_INT)
   x = purify_lib.check_images(images)
   reps = purify_lib.check_num_repeats(num_repeats)
-  seed = _check_seed(seed)
+  seed = checks.check_seed(seed)
   # step_size and temperature are checked by the sampler (at trace time when they are known).
-  eps = tf.cast(step_size, tf.float32)
-  temperature = tf.cast(temperature, tf.float32)
+  chain = _checkpointed_chain(energy_fn, seed, num_steps, segment_length,
+                              tf.cast(step_size, tf.float32), tf.cast(temperature, tf.float32))
+  return purify_lib.split_repeats(chain(purify_lib.tile_repeats(x, reps)), x, reps)
+
+
+def _checkpointed_chain(energy_fn: EnergyFn, seed, num_steps: int, segment_length: int, eps,
+                        temperature):
+  """The L-step purification chain as a `tf.custom_gradient` function, chains -> final chains.
+
+  Forward: the sampler's steps, segment by segment, keeping the state at each segment start.
+  Backward: each segment's states recomputed from its kept state (last segment first), then
+  the transposed step Jacobians J_t^T v = v - (eps^2 / 2) H(x_t) v applied (module docstring).
+  """
   half_eps2 = 0.5 * tf.square(eps)
   num_segments = len(segment_starts(num_steps, segment_length))
 
@@ -219,7 +214,7 @@ def exact_gradient_purify(energy_fn: EnergyFn,
 
     return final, grad
 
-  return purify_lib.split_repeats(chain(purify_lib.tile_repeats(x, reps)), x, reps)
+  return chain
 
 
 def exact_gradient_eot_logits(classifier: purify_lib.Classifier,

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ebm_tf.internal import checks
 from ebm_tf.mcmc import langevin
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]
@@ -36,6 +37,8 @@ Classifier = Callable[[tf.Tensor], tf.Tensor]
 
 def check_images(images, name: str = "images") -> tf.Tensor:
   """Returns `images` as a float32 [B, H, W, C] tensor after checking rank, finiteness and range.
+
+  `ebm_tf.internal.checks.check_images` as a tensor, no values clipped.
 
   Args:
     images: float array or tensor [B, H, W, C] with values in [-1, 1].
@@ -49,32 +52,7 @@ def check_images(images, name: str = "images") -> tf.Tensor:
     ValueError: for a non-float dtype, a rank other than 4, or (eagerly) NaN/Inf or values
       outside [-1, 1].
   """
-  if not tf.is_tensor(images):
-    images = np.asarray(images)
-  dtype = tf.as_dtype(images.dtype)
-  if not dtype.is_floating:
-    raise ValueError(f"{name} must be float images of shape [batch, height, width, channels] "
-                     f"in [-1, 1]; got dtype {dtype.name}")
-  x = tf.cast(images, tf.float32)
-  if x.shape.rank != 4:
-    raise ValueError(f"{name} must have shape [batch, height, width, channels] in [-1, 1]; "
-                     f"got shape {x.shape}")
-  finite = tf.reduce_all(tf.math.is_finite(x))
-  in_range = tf.logical_and(tf.reduce_all(x >= -1.0), tf.reduce_all(x <= 1.0))
-  if tf.executing_eagerly():
-    if not bool(finite):
-      raise ValueError(f"{name} must be finite; got NaN or Inf values")
-    if not bool(in_range):
-      raise ValueError(f"{name} must have values in [-1, 1]; got values in "
-                       f"[{float(tf.reduce_min(x)):.4g}, {float(tf.reduce_max(x)):.4g}]")
-    return x
-  asserts = [
-      tf.debugging.Assert(finite, [f"{name} must be finite; got NaN or Inf values"]),
-      tf.debugging.Assert(in_range, [f"{name} must have values in [-1, 1]; got min and max",
-                                     tf.reduce_min(x), tf.reduce_max(x)]),
-  ]
-  with tf.control_dependencies(asserts):
-    return tf.identity(x)
+  return checks.check_images(images, name)
 
 
 def check_num_repeats(num_repeats, name: str = "num_repeats") -> tf.Tensor:
@@ -136,7 +114,13 @@ def mean_logits(classifier: Classifier, purified: tf.Tensor) -> tf.Tensor:
                      f"{purified.shape}")
   shape = tf.shape(purified)
   logits = classify(classifier, tf.reshape(purified, tf.concat([[-1], shape[2:]], 0)))
-  logits = tf.reshape(logits, tf.stack([shape[0], shape[1], tf.shape(logits)[-1]]))
+  return average_repeats(logits, shape[0], shape[1])
+
+
+def average_repeats(logits: tf.Tensor, num_repeats, batch) -> tf.Tensor:
+  """Mean over the R repeats of per-chain logits [R*B, K] laid out as `tile_repeats` makes the
+  chains (chain r*B + i is repeat r of image i): returns [B, K]."""
+  logits = tf.reshape(logits, tf.stack([num_repeats, batch, tf.shape(logits)[-1]]))
   return tf.reduce_mean(logits, axis=0)
 
 
@@ -202,10 +186,19 @@ def purify(energy_fn: EnergyFn,
   reps = check_num_repeats(num_repeats)
   if tf.convert_to_tensor(seed).shape.rank == 2:
     seed = per_image_chain_seeds(seed, reps)
-  result = langevin.langevin_sample(energy_fn, tile_repeats(x, reps), seed,
-                                    num_steps=num_steps, step_size=step_size,
-                                    temperature=temperature)
+  result = purify_chains(energy_fn, tile_repeats(x, reps), seed, num_steps=num_steps,
+                         step_size=step_size, temperature=temperature)
   return split_repeats(result.samples, x, reps)
+
+
+def purify_chains(energy_fn: EnergyFn, chains: tf.Tensor, seed, *, num_steps, step_size,
+                  temperature) -> langevin.LangevinResult:
+  """The purification chains: `langevin.langevin_sample` from `chains` [M, H, W, C] with the
+  defense's settings (tau, prior and gradient clipping off; no pixel clipping). `purify` runs
+  it on `tile_repeats` of its images; the served purifier (export/purifier_module.py) inside
+  its optionally XLA-compiled function."""
+  return langevin.langevin_sample(energy_fn, chains, seed, num_steps=num_steps,
+                                  step_size=step_size, temperature=temperature)
 
 
 def tile_repeats(images: tf.Tensor, num_repeats: tf.Tensor) -> tf.Tensor:

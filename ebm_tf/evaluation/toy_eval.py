@@ -45,14 +45,6 @@ def _check_record_steps(record_steps) -> List[int]:
   return steps
 
 
-def _check_seed(seed) -> tf.Tensor:
-  seed = tf.convert_to_tensor(seed)
-  if not seed.dtype.is_integer or seed.shape != (2,):
-    raise ValueError(f"seed must be an int32/int64 tensor of shape [2]; got {seed.dtype.name} "
-                     f"of shape {seed.shape}")
-  return seed if seed.dtype in (tf.int32, tf.int64) else tf.cast(seed, tf.int64)
-
-
 def _window(toy: toy_densities.ToyDensity, bounds) -> np.ndarray:
   b = np.asarray(toy.bounds if bounds is None else bounds, np.float64)
   if b.shape != (2, 2) or not np.all(np.isfinite(b)) or not np.all(b[:, 1] > b[:, 0]):
@@ -96,7 +88,7 @@ def chain_states(energy_fn: Callable[[tf.Tensor], tf.Tensor], x_init, seed,
   if not np.all(np.isfinite(x)):
     raise ValueError(f"x_init must be finite; got {int((~np.isfinite(x)).any(axis=1).sum())} "
                      "rows with NaN/inf")
-  seed = _check_seed(seed)
+  seed = checks.check_seed(seed)
   fixed = {} if tau is None else {"tau": float(tau)}
   sampler = langevin.make_sampler(energy_fn, (2,), jit_compile=jit_compile, **fixed)
   energy = tf.function(lambda points: tf.cast(energy_fn(points), tf.float32))
@@ -222,7 +214,7 @@ def iid_reference(toy: toy_densities.ToyDensity, n: int, seed, bins: int = 50,
   """tv and kl of n exact i.i.d. samples `toy.sample(seed, n)`: the floor a perfect sampler
   reaches with n chains (the sampling bias of the histogram distances), plus the
   `expected_iid_tv_bound` as 'tv_bound'."""
-  samples = toy.sample(_check_seed(seed), n).numpy()
+  samples = toy.sample(checks.check_seed(seed), n).numpy()
   window = _window(toy, bounds)
   result = toy_densities.histogram_distances(samples, toy, bins=bins, bounds=window)
   result["tv_bound"] = expected_iid_tv_bound(toy, n, bins, window)

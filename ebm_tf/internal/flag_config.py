@@ -5,6 +5,7 @@ numbers; each field becomes one absl flag of the same name (tuples: comma-separa
 """
 
 import dataclasses
+import typing
 from typing import Any, Dict, Mapping, Type, TypeVar
 
 from absl import flags
@@ -16,7 +17,8 @@ def define_flags(config_class: Type[ConfigT], helps: Mapping[str, str],
                  flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines one absl flag per field of `config_class` on `flag_values`.
 
-  `image_size` (default None) is an integer flag; other None defaults are string flags.
+  A None default is an integer flag for `image_size` and fields typed Optional[int], a float
+  flag for Optional[float], else a string flag.
   `helps` maps field names to help texts (the name is the fallback).
   """
   for field in dataclasses.fields(config_class):
@@ -30,10 +32,22 @@ def define_flags(config_class: Type[ConfigT], helps: Mapping[str, str],
       flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
     elif isinstance(default, float):
       flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif name == "image_size":
+    elif name == "image_size" or _optional_of(config_class, name) is int:
       flags.DEFINE_integer(name, None, help_text, flag_values=flag_values)
+    elif _optional_of(config_class, name) is float:
+      flags.DEFINE_float(name, None, help_text, flag_values=flag_values)
     else:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def _optional_of(config_class, name: str):
+  """T of a field annotated Optional[T] (None for other annotations)."""
+  try:
+    hint = typing.get_type_hints(config_class).get(name)
+  except (NameError, TypeError):
+    return None
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  return args[0] if len(args) == 1 and typing.get_origin(hint) is typing.Union else None
 
 
 def _parse_numbers(name: str, strings, kind):

@@ -21,6 +21,8 @@ class _Toy:
   where: Optional[str] = None
   lr_values: Tuple[float, ...] = (1e-3,)
   lr_boundaries: Tuple[int, ...] = ()
+  scale: Optional[float] = None
+  steps: Optional[int] = None
 
 
 def _parse(args):
@@ -42,6 +44,12 @@ class FlagConfigTest(absltest.TestCase):
   def test_defaults_and_overrides(self):
     values = flag_config.from_flags(_Toy, _parse([]), {"count": 9})
     self.assertEqual(_Toy(**values), _Toy(count=9))
+
+  def test_optional_numbers_are_typed_flags_with_default_none(self):
+    self.assertEqual(flag_config.from_flags(_Toy, _parse([]), {})["scale"], None)
+    values = flag_config.from_flags(_Toy, _parse(["--scale=2e-2", "--steps=5"]), {})
+    self.assertEqual((values["scale"], values["steps"]), (2e-2, 5))
+    self.assertIsInstance(values["scale"], float)
 
   def test_bad_list_names_the_flag(self):
     with self.assertRaisesRegex(ValueError, "--lr_boundaries must be a comma-separated list of "

@@ -39,6 +39,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ebm_tf.internal import checks
+
 _DYNAMIC_ARGS = ("num_steps", "step_size", "temperature")
 # Steps of per-chain noise drawn at once (part of the per-chain noise definition: changing it
 # changes the samples of per-chain-seeded runs).
@@ -139,31 +141,6 @@ def _check_x_init(x_init):
   return x, [tf.debugging.Assert(finite, ["x_init must be finite; got NaN or Inf values"])]
 
 
-def _check_seed(seed, x=None, asserts=None):
-  """Checks a [2] seed, or (with `x`) also a [B, 2] per-chain seed whose B is x's batch."""
-  seed = tf.convert_to_tensor(seed)
-  per_chain = x is not None and seed.shape.rank == 2
-  if (not seed.dtype.is_integer or seed.shape[-1:] != [2] or
-      seed.shape.rank != (2 if per_chain else 1)):
-    expected = "[2] (or [batch, 2], one seed per chain)" if x is not None else "[2]"
-    raise ValueError(f"seed must be an int32/int64 tensor of shape {expected}; got "
-                     f"{seed.dtype.name} {seed.shape}")
-  if seed.dtype not in (tf.int32, tf.int64):
-    seed = tf.cast(seed, tf.int64)
-  if per_chain:
-    batch, seeds = x.shape[0], seed.shape[0]
-    if batch is not None and seeds is not None:
-      if batch != seeds:
-        raise ValueError(f"per-chain seed must have shape [batch, 2] = [{batch}, 2]; got "
-                         f"{seed.shape}")
-    else:
-      asserts.append(tf.debugging.Assert(
-          tf.equal(tf.shape(seed)[0], tf.shape(x)[0]),
-          ["per-chain seed must have shape [batch, 2]; got seeds for", tf.shape(seed)[0],
-           "chains, batch", tf.shape(x)[0]]))
-  return seed, per_chain
-
-
 def per_chain_noise(chain_seeds, block_index, sample_shape) -> tf.Tensor:
   """The noise of `CHAIN_NOISE_BLOCK_STEPS` consecutive steps of each chain (per-chain seeds).
 
@@ -252,7 +229,8 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
   if not isinstance(metropolis, bool):
     raise ValueError(f"metropolis must be a Python bool; got {metropolis!r}")
   x, asserts = _check_x_init(x_init)
-  seed, per_chain = _check_seed(seed, x, asserts)
+  seed = checks.check_seed(seed, per_chain_like=x, asserts=asserts)
+  per_chain = seed.shape.rank == 2
   if per_chain and (metropolis or noise_fn is not None):
     raise ValueError("per-chain seeds (seed of shape [batch, 2]) work with unadjusted Langevin "
                      "and the default noise only; got "
