@@ -266,14 +266,38 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
       u = energy / temperature
       if prior_energy_fn is not None:
         u += _energy_vector(prior_energy_fn(x), "prior_energy_fn") / prior_temperature
-      u /= joint_temperature
+      if _static_value(joint_temperature) != 1.0:  # Skip a no-op divide per step.
+        u /= joint_temperature
       if inv_tau2 is not None:
         u += 0.5 * inv_tau2 * sq_norm(x)
       total = tf.reduce_sum(u)
+    return u, energy, clipped_gradient(tape, total, x)
+
+  def clipped_gradient(tape, total, x):
     grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     if clip is not None:
       grad = tf.clip_by_norm(grad, clip / half_eps2, axes=sample_axes)
-    return u, energy, grad
+    return grad
+
+  def grad_of_potential(x):
+    """dU/dx at x (clipped), as `potential_and_grad` without the per-chain U.
+
+    The energies are summed before dividing by the temperatures: bitwise the same gradient (each
+    chain's energy gets the upstream value 1/T either way), without the backward pass of a
+    [batch] / scalar broadcast (whose shape bookkeeping is dynamic when the batch size is not
+    known at trace time, as in `make_sampler`; docs/benchmarks.md).
+    """
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      total = tf.reduce_sum(_energy_vector(energy_fn(x), "energy_fn")) / temperature
+      if prior_energy_fn is not None:
+        total += (tf.reduce_sum(_energy_vector(prior_energy_fn(x), "prior_energy_fn")) /
+                  prior_temperature)
+      if _static_value(joint_temperature) != 1.0:
+        total /= joint_temperature
+      if inv_tau2 is not None:
+        total += 0.5 * inv_tau2 * tf.reduce_sum(tf.square(x))
+    return clipped_gradient(tape, total, x)
 
   def noise(t, step_seed, shape):
     if noise_fn is not None:
@@ -287,6 +311,12 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
     x = tf.identity(x)
 
   if not metropolis:
+    if not per_chain and noise_fn is None:
+      # stateless_fold_in(seed, t) is stack([r, t]) with r drawn from `seed` alone: drawn once
+      # here instead of once per step (the same seeds, one random op fewer per step).
+      fold_base = tf.random.stateless_uniform([], seed=seed, dtype=tf.int32, minval=None,
+                                              maxval=None)
+
     def ula_body(t, x, _, *block):
       if per_chain:  # The loop also carries the current block of per-chain noise.
         offset = t % CHAIN_NOISE_BLOCK_STEPS
@@ -299,17 +329,19 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
         block = tf.cond(tf.equal(offset, 0), next_block, lambda: block)
         xi, block = block[offset], (block,)
       else:
-        xi = noise(t, tf.random.experimental.stateless_fold_in(seed, t), tf.shape(x))
-      _, _, grad = potential_and_grad(x)
+        step_seed = None if noise_fn is not None else tf.stack([fold_base, t])
+        xi = noise(t, step_seed, tf.shape(x))
+      grad = grad_of_potential(x)
       x = x - half_eps2 * grad + eps * xi
-      return (t + 1, x, drift_norm_of(grad)) + block
+      return (t + 1, x, grad) + block  # The drift norm is taken of the last grad only.
 
     block = ()
     if per_chain:
       block = (tf.zeros(tf.concat([[CHAIN_NOISE_BLOCK_STEPS], tf.shape(x)], 0)),)
-    _, x, drift_norm, *_ = tf.while_loop(
+    _, x, last_grad, *_ = tf.while_loop(
         lambda t, *_: t < num_steps, ula_body,
-        (tf.constant(0, tf.int32), x, tf.constant(0.0)) + block)
+        (tf.constant(0, tf.int32), x, tf.zeros_like(x)) + block)
+    drift_norm = drift_norm_of(last_grad)  # 0 when num_steps is 0.
     energies = _energy_vector(energy_fn(x), "energy_fn")
     acceptance = tf.constant(1.0)
   else:
