@@ -146,7 +146,7 @@ def run_case(case: str, strategy: str, steps: int) -> dict:
       return loss
 
     parts["generator"] = lambda: generator_step(z, x).numpy()
-  if train_lib.uses_generator(config.mcmc_init):
+  if config.init_mode.uses_generator:
     fresh_fn = tf.function(lambda z: trainer._generate(  # pylint: disable=protected-access
         z, training=config.gen_batch_norm))
     z = tf.random.normal([batch, config.latent_dim])

@@ -142,7 +142,7 @@ def _parse(define, name, overrides):
 
 def _needs_gen_checkpoint(flag_values):
   """A frozen generator initialises the chains: the run needs --gen_checkpoint."""
-  return (flag_values["mcmc_init"].value.startswith("coop")
+  return (init_strategies.InitMode(flag_values["mcmc_init"].value).uses_generator
           and not flag_values["update_generator"].value
           and not flag_values["gen_checkpoint"].value)
 
@@ -178,10 +178,6 @@ def _classifier_config(name, *overrides, model_dir=_UNUSED_DIR):
 
 def _shape(config):
   return tuple(datasets.image_shape(config.dataset, config.image_size))
-
-
-def _uses_generator(config):
-  return train_lib.uses_generator(config.mcmc_init)
 
 
 def _generator_preset(name):
@@ -234,7 +230,7 @@ class TrainPresetFastTest(parameterized.TestCase):
     config = _train_config(name)
     regime, dataset = _regime(name), _name_dataset(name)
     self.assertIn(config.ebm, models.EBM_NAMES)
-    if _uses_generator(config):
+    if config.init_mode.uses_generator:
       self.assertIn(config.generator, models.GENERATOR_NAMES)
     if dataset == _TOY:
       self.assertIn(config.dataset, datasets.TOY_DATASETS)
@@ -250,7 +246,7 @@ class TrainPresetFastTest(parameterized.TestCase):
       self.assertEqual(h, _NATIVE_SIDE[dataset])
     # An architecture named for a side (ebm_sngan64, gen_sngan128, ebm_biggan224) takes exactly
     # that side; this is all the fast tier checks of the networks it does not build.
-    for net in (config.ebm,) + ((config.generator,) if _uses_generator(config) else ()):
+    for net in (config.ebm,) + ((config.generator,) if config.init_mode.uses_generator else ()):
       side = re.search(r"(\d+)$", net)
       if side:
         self.assertEqual(int(side.group(1)), h, f"{net} on {h}x{w} images")
@@ -271,7 +267,7 @@ class TrainPresetFastTest(parameterized.TestCase):
       self.assertTrue(np.all(np.isfinite(energy.numpy())))
       self._checked.add(ebm_key)
     gen_key = (config.generator, config.gen_width, config.latent_dim, shape)
-    if _uses_generator(config) and gen_key not in self._checked:
+    if config.init_mode.uses_generator and gen_key not in self._checked:
       generator = runs.build_generator(config)
       self.assertEqual(models.generator_latent_dim(generator), config.latent_dim)
       images = generator(tf.zeros([1, config.latent_dim]), training=False)
@@ -317,7 +313,7 @@ class TrainPresetFastTest(parameterized.TestCase):
       self.assertEqual(config.epsilon, prior.epsilon)
       self.assertGreater(config.tau, 0)
       self.assertGreater(config.burnin_size, 0)
-      self.assertTrue(init_strategies.needs_bank(config.mcmc_init))
+      self.assertTrue(config.init_mode.needs_bank)
     elif _regime(name) == "longrun_prior":
       self.assertGreater(config.tau, 0)
       self.assertEqual(config.burnin_size, 0)
@@ -499,9 +495,9 @@ class PresetTrainingTest(parameterized.TestCase):
     if _regime(name) == "longrun_correction":
       prior_dir, _ = cls._trained(_prior_preset(name))
       extra.append(f"--prior_model_dir={prior_dir}")
-      if _uses_generator(preset) and not preset.update_generator:
+      if preset.init_mode.uses_generator and not preset.update_generator:
         extra.append(f"--gen_checkpoint={prior_dir}")  # The prior run holds its generator.
-    elif _uses_generator(preset) and not preset.update_generator:
+    elif preset.init_mode.uses_generator and not preset.update_generator:
       gen_dir, _ = cls._trained(_generator_preset(name))
       extra.append(f"--gen_checkpoint={gen_dir}")
     if preset.burnin_size:
@@ -536,11 +532,11 @@ class PresetTrainingTest(parameterized.TestCase):
     saved = config_lib.load_config(model_dir)
     for field in ("ebm", "ebm_width", "mcmc_init", "epsilon", "mcmc_temp", "tau"):
       self.assertEqual(getattr(saved, field), getattr(preset, field), field)
-    if _uses_generator(preset):
+    if preset.init_mode.uses_generator:
       for field in ("generator", "gen_width", "latent_dim", "update_generator"):
         self.assertEqual(getattr(saved, field), getattr(preset, field), field)
     self.assertEqual(_shape(saved), _shape(preset))
-    if _uses_generator(preset) and not preset.update_generator:
+    if preset.init_mode.uses_generator and not preset.update_generator:
       # The frozen generator is the pretrained one, unchanged by training.
       frozen = _restored_weights(model_dir, "generator", runs.build_generator(saved))
       pretrained = _restored_weights(saved.gen_checkpoint, "generator",

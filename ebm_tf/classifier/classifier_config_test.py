@@ -10,7 +10,7 @@ from absl.testing import parameterized
 
 from ebm_tf.classifier import classifier_config
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ClassifierConfig = classifier_config.ClassifierConfig
 
 

@@ -49,6 +49,7 @@ from ebm_tf.internal import file_io
 from ebm_tf import models
 from ebm_tf.training import checkpoints
 from ebm_tf.training import distribute
+from ebm_tf.training import loop
 from ebm_tf.training import summaries
 
 ClassifierConfig = classifier_config.ClassifierConfig
@@ -209,13 +210,9 @@ class ClassifierTrainer:
   def __init__(self, config: ClassifierConfig,
                strategy: Optional[tf.distribute.Strategy] = None):
     self.config = config
-    self.strategy = strategy or distribute.make_strategy(
-        config.strategy, num_cpu_devices=config.num_cpu_devices, tpu=config.tpu)
+    self.strategy = loop.make_strategy(config, strategy)
     self.num_replicas = self.strategy.num_replicas_in_sync
-    if config.batch_size % self.num_replicas:
-      raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of "
-                       f"replicas ({self.num_replicas})")
-    self.batch_per_replica = config.batch_size // self.num_replicas
+    self.batch_per_replica = loop.batch_per_replica(config.batch_size, self.num_replicas)
     if not config.model_dir:
       raise ValueError("config.model_dir must be set: where checkpoints and events are written")
     logging.info("strategy %s: %d replica(s), batch %d per replica",
@@ -224,15 +221,10 @@ class ClassifierTrainer:
     # Keras initialisers draw from the global seed: the initial weights are a function of seed.
     keras.utils.set_random_seed(config.seed)
     self.lr_schedule = make_lr_schedule(config.lr_values, config.lr_boundaries)
-    model_dir = config.model_dir
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
-    best_dir = os.path.join(model_dir, BEST_DIR)
-    if not self.is_chief:
-      # Non-chief workers write their part of a multi-worker save to a private place.
-      private = os.path.join(model_dir, "worker_tmp",
-                             str(self.strategy.cluster_resolver.task_id))
-      checkpoint_dir = os.path.join(private, CHECKPOINT_DIR)
-      best_dir = os.path.join(private, BEST_DIR)
+    # Non-chief workers write their part of a multi-worker save to a private place.
+    save_dir = loop.worker_private_dir(config.model_dir, self.strategy) or config.model_dir
+    checkpoint_dir = os.path.join(save_dir, CHECKPOINT_DIR)
+    best_dir = os.path.join(save_dir, BEST_DIR)
     with self.strategy.scope():
       self.model = build_model(config)
       self.optimizer = make_optimizer(config)
@@ -249,9 +241,8 @@ class ClassifierTrainer:
       # The data position: TF can checkpoint the iterator of a single-device pipeline, so a
       # resumed run sees the batches an uninterrupted one would; a distributed iterator cannot
       # be checkpointed, and a resumed run reseeds the shuffle instead (see make_iterator).
-      self._iterator = None
-      if distribute.is_default_strategy(self.strategy):
-        self._iterator = self.make_iterator()
+      self._iterator = loop.checkpointable_iterator(self.strategy, self.make_iterator)
+      if self._iterator is not None:
         trackables["data_iterator"] = self._iterator
       self.checkpointer = checkpoints.Checkpointer(
           checkpoint_dir, max_to_keep=config.max_to_keep, **trackables)
@@ -266,18 +257,17 @@ class ClassifierTrainer:
     """An iterator over the (per-replica) training batches of the config's dataset.
 
     The shuffle and augmentation seed is `config.seed`, or, for a distributed iterator resumed
-    at `resume_step` > 0, `config.seed + 7919 * resume_step` (a documented reseed, as in
-    `train_lib`: TF cannot checkpoint a distributed iterator's position).
+    at `resume_step` > 0, `config.seed + 7919 * resume_step` (`loop.data_seed`, a documented
+    reseed, as in `train_lib`: TF cannot checkpoint a distributed iterator's position).
     """
     c = self.config
-    seed = c.seed + 7919 * resume_step
 
-    def dataset_fn(input_context):
+    def dataset_fn(input_context, seed):
       return datasets.make_train_dataset(
           c.dataset, batch_size_per_replica=self.batch_per_replica, data_dir=c.data_dir,
           image_size=c.image_size, random_crop=c.random_crop, seed=seed,
           input_context=input_context)
-    return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+    return loop.make_iterator(self.strategy, dataset_fn, c.seed, resume_step)
 
   def eval_data(self) -> Tuple[np.ndarray, np.ndarray]:
     """The evaluation set (first `eval_examples` of `eval_split`, all if 0), loaded once."""
@@ -346,11 +336,7 @@ class ClassifierTrainer:
 
   def restore_or_initialize(self) -> int:
     """Restores the newest readable training checkpoint (if any); returns the step."""
-    path = self.checkpointer.restore_latest()
-    if path is None:
-      logging.info("fresh start in %s", self.config.model_dir)
-    else:
-      logging.info("resumed from %s at step %d", path, int(self.step.numpy()))
+    step = loop.restore_or_initialize(self.checkpointer, self.step, self.config.model_dir)
     # best/ is saved before the training checkpoint: after a crash in between, best.json is
     # ahead of the restored best_accuracy and wins.
     try:
@@ -360,7 +346,7 @@ class ClassifierTrainer:
     if record is not None and np.float32(record["accuracy"]) > self.best_accuracy.numpy():
       self.best_accuracy.assign(record["accuracy"])
       self.best_step.assign(record["step"])
-    return int(self.step.numpy())
+    return step
 
   def _evaluate_and_save(self, step: int, writer: summaries.SummaryWriter) -> float:
     c = self.config

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from ebm_tf.data import datasets
 from ebm_tf.internal import file_io
+from ebm_tf.mcmc import init_strategies
 from ebm_tf.mcmc import langevin
 from ebm_tf import models
 from ebm_tf.training import checkpoints
@@ -201,7 +202,7 @@ def load_model(model_dir: str, checkpoint: str = "", *, generator_dir: str = "",
     kwargs["grad_clip_norm"] = float(run_config.max_langevin_norm)
   generator, generator_path = None, None
   source = generator_dir
-  if not source and run_config.generator and run_config.mcmc_init in ("coop", "coop_persistent"):
+  if not source and run_config.generator and run_config.init_mode.uses_generator:
     source = path if not run_config.gen_checkpoint or run_config.update_generator else (
         run_config.gen_checkpoint)
   if not source and run_config.gen_checkpoint:
@@ -237,7 +238,8 @@ def initial_states(model: SamplingModel, init: str, num_samples: int, seed: int,
   'coop': G(z) in [-1, 1] with z ~ N(0, I) drawn from `seed`; 'data': the first `num_samples`
   images of `split` after a shuffle with `seed`; 'noise': uniform in [-s, s] (s = the run's
   persistent_init_scale); 'bank': the checkpoint's persistent bank (all replicas' rows), the
-  first `num_samples` slots.
+  first `num_samples` slots. 'coop' and 'noise' start through `init_strategies.fresh_states`
+  (modes 'coop' and 'persistent'), the path that training starts its chains with.
 
   Raises:
     ValueError: unknown init; no generator for 'coop'; no bank or too few slots for 'bank';
@@ -249,12 +251,14 @@ def initial_states(model: SamplingModel, init: str, num_samples: int, seed: int,
     if model.generator is None:
       raise ValueError("init 'coop' needs a generator (see --generator_dir)")
     latent_dim = models.generator_latent_dim(model.generator)
+    generate = lambda z: tf.cast(model.generator(z, training=False), tf.float32)
     chunks = []
-    for start in range(0, num_samples, 512):
-      count = min(512, num_samples - start)
-      latents = models.sample_latents(tf.random.experimental.stateless_fold_in(tf_seed, start),
-                                      count, latent_dim)
-      chunks.append(tf.cast(model.generator(latents, training=False), tf.float32).numpy())
+    for start in range(0, num_samples, 512):  # Chunk i's latents from fold_in(seed, 512 * i).
+      images, _ = init_strategies.fresh_states(
+          "coop", tf.random.experimental.stateless_fold_in(tf_seed, start),
+          min(512, num_samples - start), model.image_shape, latent_dim=latent_dim,
+          generator_fn=generate)
+      chunks.append(images.numpy())
     return np.concatenate(chunks).astype(np.float32)
   if init == "data":
     images = datasets.load_split(c.dataset, split, data_dir=c.data_dir, image_size=c.image_size)
@@ -264,9 +268,11 @@ def initial_states(model: SamplingModel, init: str, num_samples: int, seed: int,
       raise ValueError(f"init 'data': split {split!r} of {c.dataset!r} has {len(array)} images; "
                        f"--num_samples is {num_samples}")
     return array.astype(np.float32)
-  if init == "noise":
-    return (c.persistent_init_scale * tf.random.stateless_uniform(
-        [num_samples, *model.image_shape], seed=tf_seed, minval=-1.0, maxval=1.0)).numpy()
+  if init == "noise":  # The fresh states of mode 'persistent'.
+    images, _ = init_strategies.fresh_states("persistent", tf_seed, num_samples,
+                                             model.image_shape,
+                                             init_scale=c.persistent_init_scale)
+    return images.numpy()
   if init == "bank":
     reader = tf.train.load_checkpoint(model.checkpoint_path)
     if not reader.has_tensor(_BANK_IMAGES_KEY):
@@ -333,32 +339,13 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
   Returns:
     dict(num_samples, num_steps, seconds (this invocation), snapshots [paths], resumed_from).
   """
-  initial = np.asarray(initial, np.float32)
-  if initial.shape[1:] != model.image_shape or len(initial) < 1:
-    raise ValueError(f"initial states must have shape [N >= 1, {model.image_shape}]; got "
-                     f"{initial.shape}")
-  if not np.all(np.isfinite(initial)):
-    raise ValueError("initial states contain NaN or Inf")
+  initial = _check_initial(initial, model.image_shape)
   tf.io.gfile.makedirs(output_dir)
   job = dict(settings or {}, model=model.settings(), num_samples=len(initial),
              num_steps=num_steps, seed=seed, segment_steps=segment_steps,
              batch_size=batch_size, record_steps=list(record_steps))
   fingerprint = _fingerprint(job)
-  state_path = os.path.join(output_dir, STATE_FILENAME)
-  trajectory_path = os.path.join(output_dir, TRAJECTORY_FILENAME)
-  images, done, trajectory = initial, 0, []
-  if tf.io.gfile.exists(state_path):
-    with np.load(state_path) as f:
-      if str(f["fingerprint"]) != fingerprint:
-        raise ValueError(f"{state_path} was computed with other settings; use another "
-                         "--output_dir or delete it")
-      images, done = f["images"], int(f["steps_done"])
-    if tf.io.gfile.exists(trajectory_path):
-      with open(trajectory_path) as f:
-        trajectory = [row for row in json.load(f)["segments"] if row["end"] <= done]
-    logging.info("resuming %s at step %d of %d", output_dir, done, num_steps)
-  else:
-    file_io.write_json_atomic(os.path.join(output_dir, SETTINGS_FILENAME), job)
+  images, done, trajectory = _resume_or_start(output_dir, job, fingerprint, initial, num_steps)
   resumed_from = done
   sampler = langevin.make_sampler(model.energy_fn, model.image_shape, **model.langevin_kwargs)
   base_seed = tf.constant([seed, 0x5A4], tf.int32)
@@ -367,38 +354,88 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
   progress = summaries.Progress(max(num_steps, 1), start_step=min(done, max(num_steps, 1)),
                                 every_n_steps=None, every_seconds=30.0)
   start_time = time.monotonic()
-  energies = None
   if done == 0 and 0 in record:
     energies = batched_energies(model.energy_fn, images, batch_size)
     _write_snapshot(output_dir, 0, images, energies, grid_size)
   for end in ends:
-    new_images, energy_parts, drift_parts = [], [], []
-    for chunk, start in enumerate(range(0, len(images), batch_size)):
-      chunk_seed = tf.random.experimental.stateless_fold_in(
-          tf.random.experimental.stateless_fold_in(base_seed, chunk), done)
-      result = sampler(images[start:start + batch_size], chunk_seed, end - done,
-                       model.step_size, model.temperature)
-      new_images.append(result.samples.numpy())
-      energy_parts.append(result.energies.numpy())
-      drift_parts.append(float(result.drift_norm))
-    images = np.concatenate(new_images)
-    energies = np.concatenate(energy_parts)
-    if not np.all(np.isfinite(images)):
-      raise FloatingPointError(f"chains became non-finite between steps {done} and {end}; "
-                               "lower --step_size or check the model")
+    images, energies, drift_norm = _run_segment(model, sampler, images, base_seed, done, end,
+                                                batch_size)
     trajectory.append(dict(start=done, end=end, mean_energy=float(np.mean(energies)),
-                           drift_norm=float(np.mean(drift_parts)),
+                           drift_norm=drift_norm,
                            saturation=float(np.mean(np.abs(images) >= 1.0))))
     done = end
     if done in record:
       _write_snapshot(output_dir, done, images, energies, grid_size)
-    file_io.save_npz_atomic(state_path, images=images, steps_done=np.int64(done),
-                     fingerprint=np.str_(fingerprint))
-    file_io.write_json_atomic(trajectory_path, dict(segments=trajectory))
+    _save_state(output_dir, images, done, fingerprint, trajectory)
     progress.update(done, mean_energy=trajectory[-1]["mean_energy"])
   return dict(num_samples=len(images), num_steps=num_steps,
               seconds=time.monotonic() - start_time, resumed_from=resumed_from,
               snapshots=[p for _, p in list_snapshots(output_dir)])
+
+
+def _check_initial(initial, image_shape: Tuple[int, ...]) -> np.ndarray:
+  """`initial` as float32 [N >= 1, *image_shape], finite; else ValueError."""
+  initial = np.asarray(initial, np.float32)
+  if initial.shape[1:] != image_shape or len(initial) < 1:
+    raise ValueError(f"initial states must have shape [N >= 1, {image_shape}]; got "
+                     f"{initial.shape}")
+  if not np.all(np.isfinite(initial)):
+    raise ValueError("initial states contain NaN or Inf")
+  return initial
+
+
+def _resume_or_start(output_dir: str, job: Dict[str, Any], fingerprint: str,
+                     initial: np.ndarray, num_steps: int
+                     ) -> Tuple[np.ndarray, int, List[Dict[str, Any]]]:
+  """(images float32 [N, ...], steps done, trajectory rows) of the job in `output_dir`: the saved
+  chains when `chains.npz` exists (ValueError if written with another fingerprint), else
+  `initial` at step 0 (and the job's settings are written)."""
+  state_path = os.path.join(output_dir, STATE_FILENAME)
+  trajectory_path = os.path.join(output_dir, TRAJECTORY_FILENAME)
+  if not tf.io.gfile.exists(state_path):
+    file_io.write_json_atomic(os.path.join(output_dir, SETTINGS_FILENAME), job)
+    return initial, 0, []
+  with np.load(state_path) as f:
+    if str(f["fingerprint"]) != fingerprint:
+      raise ValueError(f"{state_path} was computed with other settings; use another "
+                       "--output_dir or delete it")
+    images, done = f["images"], int(f["steps_done"])
+  trajectory = []
+  if tf.io.gfile.exists(trajectory_path):
+    with open(trajectory_path) as f:
+      trajectory = [row for row in json.load(f)["segments"] if row["end"] <= done]
+  logging.info("resuming %s at step %d of %d", output_dir, done, num_steps)
+  return images, done, trajectory
+
+
+def _run_segment(model: SamplingModel, sampler, images: np.ndarray, base_seed: tf.Tensor,
+                 done: int, end: int, batch_size: int) -> Tuple[np.ndarray, np.ndarray, float]:
+  """Runs every chain from step `done` to `end` in chunks of `batch_size`; chunk i's noise from
+  fold_in(fold_in(base_seed, i), done). Returns (images float32 [N, ...], energies float32 [N],
+  mean drift norm over the chunks); FloatingPointError if a chain became non-finite."""
+  new_images, energy_parts, drift_parts = [], [], []
+  for chunk, start in enumerate(range(0, len(images), batch_size)):
+    chunk_seed = tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(base_seed, chunk), done)
+    result = sampler(images[start:start + batch_size], chunk_seed, end - done,
+                     model.step_size, model.temperature)
+    new_images.append(result.samples.numpy())
+    energy_parts.append(result.energies.numpy())
+    drift_parts.append(float(result.drift_norm))
+  images = np.concatenate(new_images)
+  if not np.all(np.isfinite(images)):
+    raise FloatingPointError(f"chains became non-finite between steps {done} and {end}; "
+                             "lower --step_size or check the model")
+  return images, np.concatenate(energy_parts), float(np.mean(drift_parts))
+
+
+def _save_state(output_dir: str, images: np.ndarray, done: int, fingerprint: str,
+                trajectory: List[Dict[str, Any]]) -> None:
+  """Writes the chains (`chains.npz`) and the trajectory log, each atomically."""
+  file_io.save_npz_atomic(os.path.join(output_dir, STATE_FILENAME), images=images,
+                          steps_done=np.int64(done), fingerprint=np.str_(fingerprint))
+  file_io.write_json_atomic(os.path.join(output_dir, TRAJECTORY_FILENAME),
+                            dict(segments=trajectory))
 
 
 def batched_energies(energy_fn: Callable[[tf.Tensor], tf.Tensor], images,

@@ -10,9 +10,11 @@ Five modes (`mcmc_init` in the reference code) decide where the Langevin chains 
 | `data_persistent` | bank slots, initialised with data images      | fresh data images                           |
 | `coop_persistent` | bank of `(z, x)` pairs, `x = G(z)` at start   | `z_new ~ N(0, I)`, `x <- G(z_new)`          |
 
-Only the persistent modes keep state between steps (`needs_bank`); that state is a `ChainBank`.
-The longrun correction stage (paper spec 1c) adds a `BurnInBank` whose states graduate into the
-update bank after `graduation_draws` draws.
+Only the persistent modes keep state between steps (`InitMode.needs_bank`); that state is a
+`ChainBank`. `InitMode` owns every predicate on the modes; `fresh_states` is the one path that
+starts chains (training, its banks, its sample grids, and `ebm_tf.evaluation.sampling`).
+The longrun correction stage (docs/paper_settings.md section 6.4) adds a `BurnInBank` whose
+states graduate into the update bank after `graduation_draws` draws.
 
 Banks are per replica (docs/DESIGN.md, "Distribution and banks"): every variable has a leading
 local-replica axis `[R, N, ...]` and lives on the host. The train step calls `draw` and `write_back`
@@ -30,6 +32,7 @@ A training step with a chain bank, per replica row `r` (cross-replica parts mark
     bank.write_back(d.indices, stack(x), stack(z), stack(ages))   # *
 """
 
+import dataclasses
 import math
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -42,21 +45,58 @@ _DEFAULT_DEVICE = '/cpu:0'
 # --------------------------------------------------------------------------------------------------
 # Modes and argument checks.
 
-def validate_mode(mode: str) -> str:
-  """Returns `mode` if it is one of `MODES`, else raises a ValueError listing the valid modes."""
-  if not isinstance(mode, str) or mode not in MODES:
-    raise ValueError(f'mcmc_init mode must be one of {list(MODES)}; got {mode!r}')
-  return mode
+@dataclasses.dataclass(frozen=True)
+class InitMode:
+  """One `mcmc_init` mode, parsed and validated once; owns every predicate on the modes.
 
+  `InitMode(name)` (or `InitMode.parse(mode)`, which also accepts an `InitMode`) raises a
+  ValueError listing `MODES` for any other name. `str(mode)` is the name.
 
-def needs_bank(mode: str) -> bool:
-  """True for the persistent modes (`persistent`, `data_persistent`, `coop_persistent`), which keep a
-  `ChainBank` between training steps; False for `coop` and `data`, which start fresh every step."""
-  return validate_mode(mode).endswith('persistent')
+  | mode              | uses_generator (= uses_latents) | uses_data | needs_bank |
+  |-------------------|---------------------------------|-----------|------------|
+  | `coop`            | yes                             | -         | -          |
+  | `data`            | -                               | yes       | -          |
+  | `persistent`      | -                               | -         | yes        |
+  | `data_persistent` | -                               | yes       | yes        |
+  | `coop_persistent` | yes                             | -         | yes        |
 
+  Attributes:
+    name: str, one of `MODES` (the `mcmc_init` string of the config and the flagfiles).
+    uses_generator: bool, chains start (and restart) from `G(z)`, `z ~ N(0, I)`.
+    uses_latents: bool, each chain state keeps its generator latent `z` (the same modes as
+      `uses_generator`: the cooperative generator step regresses the states on their latents).
+    uses_data: bool, chains start (and restart) from data images.
+    needs_bank: bool, the persistent modes, which keep a `ChainBank` between training steps;
+      `coop` and `data` start fresh chains every step.
+  """
 
-def _uses_latents(mode: str) -> bool:
-  return mode.startswith('coop')
+  name: str
+  uses_generator: bool = dataclasses.field(init=False)
+  uses_latents: bool = dataclasses.field(init=False)
+  uses_data: bool = dataclasses.field(init=False)
+  needs_bank: bool = dataclasses.field(init=False)
+
+  def __post_init__(self):
+    name = self.name.name if isinstance(self.name, InitMode) else self.name
+    if not isinstance(name, str) or name not in MODES:
+      raise ValueError(f'mcmc_init mode must be one of {list(MODES)}; got {name!r}')
+    for key, value in dict(name=name, uses_generator=name.startswith('coop'),
+                           uses_latents=name.startswith('coop'), uses_data=name.startswith('data'),
+                           needs_bank=name.endswith('persistent')).items():
+      object.__setattr__(self, key, value)
+
+  @classmethod
+  def parse(cls, mode: Union[str, 'InitMode']) -> 'InitMode':
+    """`mode` itself if it is an `InitMode`, else `InitMode(mode)` (a ValueError for a bad name)."""
+    return mode if isinstance(mode, cls) else cls(mode)
+
+  def latent_dim(self, latent_dim: int) -> int:
+    """The latent size `Z` that the mode's chain states keep: `latent_dim` (the generator's,
+    an int > 0) when `uses_latents`, else 0."""
+    return latent_dim if self.uses_latents else 0
+
+  def __str__(self) -> str:
+    return self.name
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -76,13 +116,13 @@ def _check_image_shape(image_shape) -> Tuple[int, ...]:
   return shape
 
 
-def _check_latent_dim(mode: str, latent_dim) -> int:
+def _check_latent_dim(mode: InitMode, latent_dim) -> int:
   latent_dim = _check_int('latent_dim', latent_dim, 0)
-  if _uses_latents(mode) and latent_dim == 0:
-    raise ValueError(f'mode {mode!r} keeps generator latents: latent_dim must be > 0; got 0')
-  if not _uses_latents(mode) and latent_dim != 0:
-    raise ValueError(f'latent_dim is only used by the coop modes; mode {mode!r} needs latent_dim=0, '
-                     f'got {latent_dim}')
+  if mode.uses_latents and latent_dim == 0:
+    raise ValueError(f'mode {mode.name!r} keeps generator latents: latent_dim must be > 0; got 0')
+  if not mode.uses_latents and latent_dim != 0:
+    raise ValueError(f'latent_dim is only used by the coop modes; mode {mode.name!r} needs '
+                     f'latent_dim=0, got {latent_dim}')
   return latent_dim
 
 
@@ -128,66 +168,99 @@ def _expand_mask(mask: tf.Tensor, rank: int) -> tf.Tensor:
 # --------------------------------------------------------------------------------------------------
 # Fresh states and the pure per-row bookkeeping.
 
-def fresh_states(mode: str,
+def fresh_states(mode: Union[str, InitMode],
                  seed,
-                 batch_shape: Union[int, Sequence[int]],
+                 batch_shape,
                  image_shape: Sequence[int],
                  *,
                  latent_dim: int = 0,
                  init_scale: float = 1.0,
                  data_images=None,
-                 generator_fn=None) -> Tuple[tf.Tensor, tf.Tensor]:
-  """New chain starts for `mode`: the init of `coop`/`data`, the rejuvenation source of the banks.
+                 generator_fn=None,
+                 generator_batch_size: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+  """New chain starts for `mode`: the one chain-initialisation path of training and sampling.
 
+  The init of `coop`/`data` every training step, the rejuvenation source and the initial contents
+  of the banks, the chains of the training grids and of `ebm_tf.evaluation.sampling`:
   - `coop`, `coop_persistent`: `z ~ N(0, I)` of shape `[*batch_shape, latent_dim]` from `seed`, and
-    `images = generator_fn(z)` (called on `z` flattened to `[prod(batch_shape), latent_dim]`).
+    `images = generator_fn(z)` (called on `z` flattened to `[prod(batch_shape), latent_dim]`, in
+    consecutive chunks of at most `generator_batch_size` rows when that is set).
   - `data`, `data_persistent`: `images = data_images` (a data batch in [-1, 1]); `seed` is unused.
   - `persistent`: `images = init_scale * U[-1, 1]` from `seed`. (The reference `train.py` rejuvenates
     with plain `U[-1, 1]` and `train_longrun.py` with the scaled noise: the two agree at the default
     `init_scale=1`.)
 
   Args:
-    mode: one of `MODES`.
+    mode: one of `MODES`, or an `InitMode`.
     seed: stateless seed, int32/int64 `[2]`.
-    batch_shape: int `B` or a tuple such as `(R, B)`.
-    image_shape: the per-state shape, e.g. `(32, 32, 3)`.
+    batch_shape: int `B` or a tuple such as `(R, B)`, each entry a Python int >= 1 or (inside a
+      `tf.function`, for a batch only known at run time) a scalar int32 tensor.
+    image_shape: the per-state shape, e.g. `(32, 32, 3)`, or `(2,)` for the 2-D toys.
     latent_dim: `Z` for the coop modes (> 0), 0 otherwise.
     init_scale: scale of the uniform noise (`persistent` only), > 0.
     data_images: float32 `[*batch_shape, *image_shape]`, required by the data modes.
     generator_fn: callable `[n, Z] float32 -> [n, *image_shape] float32`, required by the coop modes,
       e.g. `lambda z: gen(z, training=gen_batch_norm)`.
+    generator_batch_size: None (one call), or an int >= 1: the most latents per `generator_fn` call
+      (needs a static `batch_shape`); the result does not depend on it.
 
   Returns:
     `(images, latents)`: float32 `[*batch_shape, *image_shape]` and float32
     `[*batch_shape, latent_dim]` (`[*batch_shape, 0]` for the non-coop modes).
   """
-  validate_mode(mode)
+  mode = InitMode.parse(mode)
   image_shape = _check_image_shape(image_shape)
   latent_dim = _check_latent_dim(mode, latent_dim)
-  batch_shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
-  for d in batch_shape:
-    _check_int('batch_shape entries', d, 1)
+  batch_shape = _check_batch_shape(batch_shape)
   empty_latents = tf.zeros(batch_shape + (0,), tf.float32)
-  if mode == 'persistent':
+  if mode.name == 'persistent':
     seed = _check_seed(seed)
     init_scale = _check_init_scale(init_scale)
     noise = tf.random.stateless_uniform(batch_shape + image_shape, seed, minval=-1.0, maxval=1.0)
     return init_scale * noise, empty_latents
-  if mode.startswith('data'):
+  static_shape = tuple(d if isinstance(d, int) else None for d in batch_shape) + image_shape
+  if mode.uses_data:
     if data_images is None:
-      raise ValueError(f'mode {mode!r} rejuvenates from data: data_images of shape '
-                       f'{list(batch_shape + image_shape)} is required')
-    return _as_tensor('data_images', data_images, tf.float32, batch_shape + image_shape), empty_latents
+      raise ValueError(f'mode {mode.name!r} rejuvenates from data: data_images of shape '
+                       f'{list(static_shape)} is required')
+    return _as_tensor('data_images', data_images, tf.float32, static_shape), empty_latents
   if generator_fn is None:
-    raise ValueError(f'mode {mode!r} starts chains from a generator: generator_fn is required')
+    raise ValueError(f'mode {mode.name!r} starts chains from a generator: generator_fn is required')
   seed = _check_seed(seed)
   latents = tf.random.stateless_normal(batch_shape + (latent_dim,), seed)
-  images = generator_fn(tf.reshape(latents, [-1, latent_dim]))
-  images = tf.convert_to_tensor(images, tf.float32)
-  if images.shape[1:] != image_shape:
-    raise ValueError(f'generator_fn must return [n, {", ".join(map(str, image_shape))}] images; '
-                     f'got {images.shape}')
+  images = _generate_in_chunks(generator_fn, tf.reshape(latents, [-1, latent_dim]), image_shape,
+                               generator_batch_size)
   return tf.reshape(images, batch_shape + image_shape), latents
+
+
+def _check_batch_shape(batch_shape) -> Tuple:
+  batch_shape = (batch_shape,) if not isinstance(batch_shape, (tuple, list)) else tuple(batch_shape)
+  for d in batch_shape:
+    if not (isinstance(d, tf.Tensor) and d.dtype.is_integer and d.shape.rank == 0):
+      _check_int('batch_shape entries', d, 1)
+  return batch_shape
+
+
+def _generate_in_chunks(generator_fn, latents: tf.Tensor, image_shape: Tuple[int, ...],
+                        chunk_size: Optional[int]) -> tf.Tensor:
+  """`generator_fn` on latents `[n, Z]` (in chunks of at most `chunk_size`) -> float32 `[n, ...]`."""
+  if chunk_size is None:
+    parts = [latents]
+  else:
+    chunk_size = _check_int('generator_batch_size', chunk_size, 1)
+    total = latents.shape[0]
+    if total is None:
+      raise ValueError('generator_batch_size needs a static batch_shape (Python ints)')
+    sizes = [chunk_size] * (total // chunk_size) + ([total % chunk_size] if total % chunk_size else [])
+    parts = tf.split(latents, sizes) if len(sizes) > 1 else [latents]
+  outputs = []
+  for part in parts:
+    images = tf.convert_to_tensor(generator_fn(part), tf.float32)
+    if images.shape[1:] != image_shape:
+      raise ValueError(f'generator_fn must return [n, {", ".join(map(str, image_shape))}] images; '
+                       f'got {images.shape}')
+    outputs.append(images)
+  return outputs[0] if len(outputs) == 1 else tf.concat(outputs, 0)
 
 
 def rejuvenate(images, latents, ages, mask, fresh_images,
@@ -239,7 +312,7 @@ def rejuvenate(images, latents, ages, mask, fresh_images,
 
 def graduate(burn_images, burn_latents, counters, graduation_draws: int, fresh_images,
              fresh_latents=None) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor], tf.Tensor]:
-  """Longrun burn-in bookkeeping for one replica's batch (reference `train_longrun.py`, spec 1c step 4).
+  """Longrun burn-in bookkeeping for one replica's batch (docs/paper_settings.md 6.4, step 3).
 
   A drawn burn-in state whose counter (read at the draw) is `>= graduation_draws` graduates: the caller
   copies it (the `burn_images` passed in, after their burn-in Langevin steps) into the update-bank batch
@@ -309,11 +382,11 @@ class _SlotBank(tf.Module):
   def __init__(self, mode, num_replicas, slots_per_replica, image_shape, latent_dim, init_scale,
                device, counter_name, name):
     super().__init__(name=name)
-    validate_mode(mode)
-    if not needs_bank(mode):
+    mode = InitMode.parse(mode)
+    if not mode.needs_bank:
       raise ValueError(f'{type(self).__name__} is only for the persistent modes '
-                       f'{[m for m in MODES if m.endswith("persistent")]}; mode {mode!r} starts fresh '
-                       'chains every step (use fresh_states)')
+                       f'{[m for m in MODES if InitMode(m).needs_bank]}; mode {mode.name!r} starts '
+                       'fresh chains every step (use fresh_states)')
     self._mode = mode
     self._num_replicas = _check_int('num_replicas', num_replicas, 1)
     self._slots = _check_int('slots_per_replica', slots_per_replica, 1)
@@ -338,7 +411,8 @@ class _SlotBank(tf.Module):
 
   @property
   def mode(self) -> str:
-    return self._mode
+    """The bank's `mcmc_init` mode name, one of the persistent `MODES`."""
+    return self._mode.name
 
   @property
   def num_replicas(self) -> int:
@@ -367,7 +441,7 @@ class _SlotBank(tf.Module):
     """Fills every slot: `persistent` from `seed`, the other modes from the given arrays."""
     full = self._state_shape(self._slots)
     latent_shape = (self._num_replicas, self._slots, self._latent_dim)
-    if self._mode == 'persistent':
+    if self._mode.name == 'persistent':
       if images is not None or latents is not None:
         raise ValueError("mode 'persistent' fills the bank with init_scale * U[-1, 1] from seed; "
                          'images and latents must be None')
@@ -375,15 +449,15 @@ class _SlotBank(tf.Module):
                                init_scale=self._init_scale)
     else:
       if images is None:
-        raise ValueError(f'mode {self._mode!r} needs initial images of shape {list(full)}')
+        raise ValueError(f'mode {self._mode.name!r} needs initial images of shape {list(full)}')
       images = _as_tensor('images', images, tf.float32, full)
-      if self._mode == 'coop_persistent':
+      if self._mode.uses_latents:
         if latents is None:
           raise ValueError(f"mode 'coop_persistent' needs the latents of the initial images, shape "
                            f'{list(latent_shape)}')
         self.latents.assign(_as_tensor('latents', latents, tf.float32, latent_shape))
       elif latents is not None:
-        raise ValueError(f'mode {self._mode!r} keeps no latents; latents must be None')
+        raise ValueError(f'mode {self._mode.name!r} keeps no latents; latents must be None')
     self.images.assign(images)
 
   def _draw_rows(self, seed, batch_size_per_replica):
@@ -417,7 +491,7 @@ class _SlotBank(tf.Module):
     counters = _as_tensor(counters_name, counters, tf.int32, (self._num_replicas, b))
     if self._latent_dim:
       if latents is None:
-        raise ValueError(f'mode {self._mode!r} keeps latents: write_back needs latents of shape '
+        raise ValueError(f'mode {self._mode.name!r} keeps latents: write_back needs latents of shape '
                          f'{[self._num_replicas, b, self._latent_dim]}')
       latents = _as_tensor('latents', latents, tf.float32, (self._num_replicas, b, self._latent_dim))
     with tf.device(self._device):
@@ -431,7 +505,7 @@ class _SlotBank(tf.Module):
 class ChainBank(_SlotBank):
   """Per-replica persistent chain states for the modes `persistent`, `data_persistent`, `coop_persistent`.
 
-  Only the persistent modes have a bank (`needs_bank`); `coop` and `data` start every step from
+  Only the persistent modes have a bank (`InitMode.needs_bank`); `coop` and `data` start every step from
   `fresh_states`. Variables (not trainable; on `device`, the host by default; create the bank outside
   `strategy.scope()`):
     images: float32 `[R, N, *image_shape]`, the chain states.
@@ -531,7 +605,7 @@ class ChainBank(_SlotBank):
 
 
 class BurnInBank(_SlotBank):
-  """Per-replica burn-in bank of the longrun correction stage (paper spec 1c).
+  """Per-replica burn-in bank of the longrun correction stage (docs/paper_settings.md 6.4).
 
   States are burned in for `graduation_draws` draws before they enter the update bank (`graduate`).
   Variables (not trainable, on `device`, the host by default; create outside `strategy.scope()`):

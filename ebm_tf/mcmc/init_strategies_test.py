@@ -52,12 +52,37 @@ def _coop_bank(slots=12, replicas=2, p=0.5, cap=0):
 class ModesTest(tf.test.TestCase):
 
   def test_needs_bank(self):
-    self.assertEqual([ist.needs_bank(m) for m in ist.MODES], [False, False, True, True, True])
+    self.assertEqual([ist.InitMode(m).needs_bank for m in ist.MODES],
+                     [False, False, True, True, True])
 
   def test_validate_mode_lists_valid_modes(self):
-    self.assertEqual(ist.validate_mode('data'), 'data')
+    self.assertEqual(ist.InitMode.parse('data').name, 'data')
     with self.assertRaisesRegex(ValueError, r"one of \['coop', 'data', 'persistent'.*got 'persist'"):
-      ist.validate_mode('persist')
+      ist.InitMode.parse('persist')
+
+  def test_predicates(self):
+    modes = [ist.InitMode(m) for m in ist.MODES]
+    self.assertEqual([m.uses_generator for m in modes], [True, False, False, False, True])
+    self.assertEqual([m.uses_latents for m in modes], [True, False, False, False, True])
+    self.assertEqual([m.uses_data for m in modes], [False, True, False, True, False])
+    self.assertEqual([m.latent_dim(4) for m in modes], [4, 0, 0, 0, 4])
+    self.assertEqual(ist.InitMode.parse(modes[0]), ist.InitMode('coop'))
+    self.assertEqual(str(modes[3]), 'data_persistent')
+
+  def test_fresh_states_generator_chunks_and_dynamic_batch(self):
+    seed = _seed(5, 6)
+    whole, z = ist.fresh_states('coop', seed, 7, IMAGE_SHAPE, latent_dim=LATENT_DIM,
+                                generator_fn=_generator)
+    chunked, z2 = ist.fresh_states('coop', seed, 7, IMAGE_SHAPE, latent_dim=LATENT_DIM,
+                                   generator_fn=_generator, generator_batch_size=3)
+    self.assertAllEqual(z, z2)
+    self.assertAllClose(whole, chunked)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32)])
+    def noise_like(x):
+      return ist.fresh_states('persistent', seed, tf.shape(x)[0], IMAGE_SHAPE)[0]
+    self.assertAllEqual(noise_like(tf.zeros([5, *IMAGE_SHAPE])),
+                        ist.fresh_states('persistent', seed, 5, IMAGE_SHAPE)[0])
 
 
 class ChainBankDrawTest(tf.test.TestCase):

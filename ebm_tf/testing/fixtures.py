@@ -59,16 +59,16 @@ def write_run(model_dir: str, *, seed: int = 0, bank_slots: int = 16, **override
   config_lib.save_config(config, model_dir)
   keras.utils.set_random_seed(seed)
   trackables = dict(ebm=runs.build_ebm(config))
-  if train_lib.uses_generator(config.mcmc_init):
+  if config.init_mode.uses_generator:
     trackables["generator"] = runs.build_generator(config)
   if config.prior_model_dir:
     trackables["prior_ebm"] = runs.build_ebm(config_lib.load_config(config.prior_model_dir))
   image_shape = datasets.image_shape(config.dataset, config.image_size)
-  if init_strategies.needs_bank(config.mcmc_init):
-    latent_dim = config.latent_dim if train_lib.uses_generator(config.mcmc_init) else 0
+  if config.init_mode.needs_bank:
     bank = init_strategies.ChainBank(
-        config.mcmc_init, num_replicas=1, slots_per_replica=bank_slots, image_shape=image_shape,
-        latent_dim=latent_dim, rejuvenation_prob=config.rejuvenation_prob)
+        config.init_mode, num_replicas=1, slots_per_replica=bank_slots, image_shape=image_shape,
+        latent_dim=config.init_mode.latent_dim(config.latent_dim),
+        rejuvenation_prob=config.rejuvenation_prob)
     bank.images.assign(tf.random.stateless_uniform(bank.images.shape, [seed, 1], -1.0, 1.0))
     trackables["bank"] = bank
   checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"), **trackables).save(1)

@@ -102,6 +102,11 @@ class TrainConfig:
   def ebm_lr(self) -> float:
     return self.ebm_lr_values[0]
 
+  @property
+  def init_mode(self) -> init_strategies.InitMode:
+    """`mcmc_init` parsed: the `InitMode` that owns the mode predicates (uses_generator, ...)."""
+    return init_strategies.InitMode(self.mcmc_init)
+
 
 def _check(ok: bool, message: str):
   if not ok:
@@ -111,7 +116,7 @@ def _check(ok: bool, message: str):
 def validate(config: TrainConfig) -> None:
   """Raises ValueError naming the first bad setting of `config`."""
   c = config
-  init_strategies.validate_mode(c.mcmc_init)
+  mode = init_strategies.InitMode.parse(c.mcmc_init)
   _check(c.strategy in STRATEGIES,
          f"strategy must be one of {STRATEGIES}; got {c.strategy!r}")
   _check(c.precision in PRECISIONS,
@@ -151,7 +156,7 @@ def validate(config: TrainConfig) -> None:
     _check(list(boundaries) == sorted(set(boundaries)) and all(b > 0 for b in boundaries),
            f"{name}_lr_boundaries must be strictly increasing positive steps; got "
            f"{list(boundaries)}")
-  if init_strategies.needs_bank(c.mcmc_init):
+  if mode.needs_bank:
     _check(c.persistent_size >= c.batch_size,
            f"persistent_size ({c.persistent_size}) must be >= batch_size ({c.batch_size})")
   _check(c.prior_temp > 0, f"prior_temp must be > 0; got {c.prior_temp}")
@@ -159,7 +164,7 @@ def validate(config: TrainConfig) -> None:
          f"burnin_size / burnin_steps must be >= 0; got {c.burnin_size}, {c.burnin_steps}")
   _check(c.graduation_draws >= 1, f"graduation_draws must be >= 1; got {c.graduation_draws}")
   if c.burnin_size:
-    _check(init_strategies.needs_bank(c.mcmc_init),
+    _check(mode.needs_bank,
            f"a burn-in bank (burnin_size={c.burnin_size}) needs a persistent mcmc_init; got "
            f"{c.mcmc_init!r}")
     _check(c.burnin_size >= c.batch_size,
@@ -169,7 +174,7 @@ def validate(config: TrainConfig) -> None:
     _check(bool(c.prior_model_dir),
            f"a longrun correction run (burnin_size={c.burnin_size} > 0) needs "
            "--prior_model_dir, the model_dir of its frozen prior EBM's run")
-  _check(c.update_generator or c.gen_checkpoint or not c.mcmc_init.startswith("coop"),
+  _check(c.update_generator or c.gen_checkpoint or not mode.uses_generator,
          "a frozen generator (update_generator=false) needs --gen_checkpoint, the run or "
          "checkpoint to load it from")
   for name in ("log_every", "checkpoint_every", "image_every", "max_to_keep"):

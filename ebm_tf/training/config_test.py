@@ -9,7 +9,7 @@ from absl.testing import parameterized
 
 from ebm_tf.training import config as config_lib
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PRESETS = sorted(path for regime in ("shortrun", "midrun", "longrun_prior", "longrun_correction")
                   for path in glob.glob(os.path.join(_ROOT, "flags", f"{regime}_*.cfg")))
 

@@ -28,6 +28,7 @@ from ebm_tf import models
 from ebm_tf.training import checkpoints
 from ebm_tf.training import config as config_lib
 from ebm_tf.training import distribute
+from ebm_tf.training import loop
 from ebm_tf.training import runs
 from ebm_tf.training import summaries
 
@@ -54,11 +55,6 @@ def ml_loss(data_energies: tf.Tensor, negative_energies: tf.Tensor,
   """
   difference = tf.reduce_mean(data_energies) - tf.reduce_mean(negative_energies)
   return difference / temperature / num_replicas
-
-
-def uses_generator(mode: str) -> bool:
-  """True for the init modes whose negatives start from generator samples."""
-  return mode in ("coop", "coop_persistent")
 
 
 class ScaledPiecewiseConstant(keras.optimizers.schedules.LearningRateSchedule):
@@ -127,122 +123,146 @@ class Trainer:
   def __init__(self, config: config_lib.TrainConfig,
                strategy: Optional[tf.distribute.Strategy] = None, dataset_fn=None):
     self.config = config
-    self.strategy = strategy or distribute.make_strategy(
-        config.strategy, num_cpu_devices=config.num_cpu_devices, tpu=config.tpu)
+    self.mode = config.init_mode
+    self.strategy = loop.make_strategy(config, strategy)
     self.num_replicas = self.strategy.num_replicas_in_sync
     self.num_local_replicas = distribute.num_local_replicas(self.strategy)
-    if config.batch_size % self.num_replicas:
-      raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of "
-                       f"replicas ({self.num_replicas})")
-    self.batch_per_replica = config.batch_size // self.num_replicas
+    self.batch_per_replica = loop.batch_per_replica(config.batch_size, self.num_replicas)
     logging.info("strategy %s: %d replica(s), %d local, batch %d per replica",
                  type(self.strategy).__name__, self.num_replicas, self.num_local_replicas,
                  self.batch_per_replica)
     self.image_shape = tuple(datasets.image_shape(config.dataset, config.image_size))
     self.is_chief = distribute.is_chief(self.strategy)
     self._worker = distribute.worker_index(self.strategy)
-    # Networks compute in bfloat16 under mixed precision; energies, images and the Langevin
-    # states stay float32. A per-model dtype policy, not Keras' global one.
-    net_dtype = "mixed_bfloat16" if config.precision == "mixed_bfloat16" else None
     self._seed = tf.constant([config.seed, 0x5EB], tf.int32)
     # Keras initialisers draw from the global seed: fix it so a run's initial weights (and so
     # the whole run) are a function of config.seed.
     keras.utils.set_random_seed(config.seed)
+    # Networks compute in bfloat16 under mixed precision; energies, images and the Langevin
+    # states stay float32. A per-model dtype policy, not Keras' global one.
+    net_dtype = "mixed_bfloat16" if config.precision == "mixed_bfloat16" else None
     with self.strategy.scope():
-      self.ebm = runs.build_ebm(config, dtype=net_dtype)
-      self._energy = models.energy_fn(self.ebm)
-      # Global step, lr scale (lowered by the divergence guard) and the restart count (folded
-      # into every seed, so a retried stretch of steps draws new noise) are checkpointed.
-      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale",
-                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      self.restarts = tf.Variable(0, dtype=tf.int64, trainable=False, name="restarts",
-                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      self.ebm_optimizer = make_optimizer(config.ebm_lr_values, config.ebm_lr_boundaries,
-                                          config.ebm_opt_decay, config.beta_1, config.beta_2,
-                                          self.lr_scale)
-      self.ebm_optimizer.build(self.ebm.trainable_variables)
-      self.generator = None
-      self.gen_optimizer = None
-      if uses_generator(config.mcmc_init):
-        self.generator = runs.build_generator(config, dtype=net_dtype)
-        if config.gen_checkpoint:
-          path = checkpoints.restore_from_run(config.gen_checkpoint, generator=self.generator)
-          logging.info("generator loaded from %s", path)
-        if config.update_generator:
-          self.gen_optimizer = make_optimizer(config.gen_lr_values, config.gen_lr_boundaries,
-                                              config.gen_opt_decay, config.beta_1,
-                                              config.beta_2, self.lr_scale)
-          self.gen_optimizer.build(self.generator.trainable_variables)
-        else:
-          self.generator.trainable = False
-      self.prior_ebm = None
-      if config.prior_model_dir:
-        self.prior_ebm, prior_config, path = runs.restore_ebm(config.prior_model_dir,
-                                                              dtype=net_dtype)
-        if datasets.image_shape(prior_config.dataset, prior_config.image_size) != self.image_shape:
-          raise ValueError(f"the prior run {config.prior_model_dir!r} models images of shape "
-                           f"{datasets.image_shape(prior_config.dataset, prior_config.image_size)}; "
-                           f"this run's are {self.image_shape}")
-        self.prior_ebm.trainable = False
-        logging.info("prior EBM (%s) loaded from %s", prior_config.ebm, path)
-    self.bank = None
-    if init_strategies.needs_bank(config.mcmc_init):
-      # As the reference: the bank is split evenly over replicas, rounded down to a multiple
-      # of the per-replica batch.
-      slots = config.persistent_size // self.num_replicas
-      slots = max(slots - slots % self.batch_per_replica, self.batch_per_replica)
-      self.bank = init_strategies.ChainBank(
-          config.mcmc_init, num_replicas=self.num_local_replicas, slots_per_replica=slots,
-          image_shape=self.image_shape,
-          latent_dim=config.latent_dim if uses_generator(config.mcmc_init) else 0,
-          rejuvenation_prob=config.rejuvenation_prob, max_mcmc_updates=config.max_mcmc_updates,
-          init_scale=config.persistent_init_scale)
-    self.burnin_bank = None
-    if config.burnin_size:
-      slots = config.burnin_size // self.num_replicas
-      self.burnin_bank = init_strategies.BurnInBank(
-          config.mcmc_init, num_replicas=self.num_local_replicas,
-          slots_per_replica=max(slots - slots % self.batch_per_replica, self.batch_per_replica),
-          image_shape=self.image_shape, graduation_draws=config.graduation_draws,
-          latent_dim=config.latent_dim if uses_generator(config.mcmc_init) else 0,
-          init_scale=config.persistent_init_scale)
-    self._dataset_fn = dataset_fn or self._default_dataset_fn
+      self._build_ebm_and_counters(net_dtype)
+      self._build_generator(net_dtype)
+      self._restore_prior(net_dtype)
+    self.bank, self.burnin_bank = self._build_banks()
+    if dataset_fn is None:
+      self._dataset_fn = self._default_dataset_fn
+    else:
+      self._dataset_fn = lambda input_context, _: dataset_fn(input_context)
+    self.checkpointer = self._build_checkpointer()
+    self._train_step = tf.function(self._train_step_body)
+    self._langevin_kwargs = self._langevin_settings()
+
+  # -- construction (in this order: Keras draws the initial weights from the global seed) --------
+  def _build_ebm_and_counters(self, net_dtype: Optional[str]) -> None:
+    """The EBM, its optimizer and the checkpointed counters (call inside `strategy.scope()`)."""
+    c = self.config
+    self.ebm = runs.build_ebm(c, dtype=net_dtype)
+    self._energy = models.energy_fn(self.ebm)
+    # Global step, lr scale (lowered by the divergence guard) and the restart count (folded
+    # into every seed, so a retried stretch of steps draws new noise) are checkpointed.
+    first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                            aggregation=first)
+    self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale", aggregation=first)
+    self.restarts = tf.Variable(0, dtype=tf.int64, trainable=False, name="restarts",
+                                aggregation=first)
+    self.ebm_optimizer = make_optimizer(c.ebm_lr_values, c.ebm_lr_boundaries, c.ebm_opt_decay,
+                                        c.beta_1, c.beta_2, self.lr_scale)
+    self.ebm_optimizer.build(self.ebm.trainable_variables)
+
+  def _build_generator(self, net_dtype: Optional[str]) -> None:
+    """The cooperative generator of the coop modes (restored from `gen_checkpoint` if set) and its
+    optimizer when it is updated; both None for the other modes (inside `strategy.scope()`)."""
+    c = self.config
+    self.generator = None
+    self.gen_optimizer = None
+    if not self.mode.uses_generator:
+      return
+    self.generator = runs.build_generator(c, dtype=net_dtype)
+    if c.gen_checkpoint:
+      path = checkpoints.restore_from_run(c.gen_checkpoint, generator=self.generator)
+      logging.info("generator loaded from %s", path)
+    if c.update_generator:
+      self.gen_optimizer = make_optimizer(c.gen_lr_values, c.gen_lr_boundaries, c.gen_opt_decay,
+                                          c.beta_1, c.beta_2, self.lr_scale)
+      self.gen_optimizer.build(self.generator.trainable_variables)
+    else:
+      self.generator.trainable = False
+
+  def _restore_prior(self, net_dtype: Optional[str]) -> None:
+    """The frozen prior EBM of a longrun correction run (`prior_model_dir`), else None."""
+    c = self.config
+    self.prior_ebm = None
+    if not c.prior_model_dir:
+      return
+    self.prior_ebm, prior_config, path = runs.restore_ebm(c.prior_model_dir, dtype=net_dtype)
+    prior_shape = datasets.image_shape(prior_config.dataset, prior_config.image_size)
+    if prior_shape != self.image_shape:
+      raise ValueError(f"the prior run {c.prior_model_dir!r} models images of shape "
+                       f"{prior_shape}; this run's are {self.image_shape}")
+    self.prior_ebm.trainable = False
+    logging.info("prior EBM (%s) loaded from %s", prior_config.ebm, path)
+
+  def _slots_per_replica(self, size: int) -> int:
+    """As the reference: a bank of `size` slots is split evenly over the replicas, rounded down to
+    a multiple of the per-replica batch (at least one batch)."""
+    slots = size // self.num_replicas
+    return max(slots - slots % self.batch_per_replica, self.batch_per_replica)
+
+  def _build_banks(self):
+    """(ChainBank or None, BurnInBank or None): the persistent modes' bank and the longrun burn-in
+    bank (`burnin_size` > 0), created outside `strategy.scope()` (host-side variables)."""
+    c = self.config
+    bank = burnin_bank = None
+    latent_dim = self.mode.latent_dim(c.latent_dim)
+    if self.mode.needs_bank:
+      bank = init_strategies.ChainBank(
+          self.mode, num_replicas=self.num_local_replicas,
+          slots_per_replica=self._slots_per_replica(c.persistent_size),
+          image_shape=self.image_shape, latent_dim=latent_dim,
+          rejuvenation_prob=c.rejuvenation_prob, max_mcmc_updates=c.max_mcmc_updates,
+          init_scale=c.persistent_init_scale)
+    if c.burnin_size:
+      burnin_bank = init_strategies.BurnInBank(
+          self.mode, num_replicas=self.num_local_replicas,
+          slots_per_replica=self._slots_per_replica(c.burnin_size),
+          image_shape=self.image_shape, graduation_draws=c.graduation_draws,
+          latent_dim=latent_dim, init_scale=c.persistent_init_scale)
+    return bank, burnin_bank
+
+  def _build_checkpointer(self) -> checkpoints.Checkpointer:
+    """The run's full-state Checkpointer: networks, optimizers, counters, banks and, under the
+    default strategy, the data iterator (`loop.checkpointable_iterator`)."""
     trackables = dict(ebm=self.ebm, ebm_optimizer=self.ebm_optimizer, step=self.step,
                       lr_scale=self.lr_scale, restarts=self.restarts)
-    if self.generator is not None:
-      trackables["generator"] = self.generator
-    if self.gen_optimizer is not None:
-      trackables["gen_optimizer"] = self.gen_optimizer
-    if self.prior_ebm is not None:
-      trackables["prior_ebm"] = self.prior_ebm  # So that the run's checkpoint stands alone.
-    if self.bank is not None:
-      trackables["bank"] = self.bank
-    if self.burnin_bank is not None:
-      trackables["burnin_bank"] = self.burnin_bank
+    optional = dict(generator=self.generator, gen_optimizer=self.gen_optimizer,
+                    prior_ebm=self.prior_ebm,  # So that the run's checkpoint stands alone.
+                    bank=self.bank, burnin_bank=self.burnin_bank)
+    trackables.update({k: v for k, v in optional.items() if v is not None})
     # The data position: TF can checkpoint the iterator of a single-device pipeline; a
     # distributed iterator (MirroredStrategy and up) cannot be, so there a resumed run reseeds
     # the shuffle with the resume step (see make_iterator).
-    self._iterator = None
-    if distribute.is_default_strategy(self.strategy):
-      self._iterator = self.make_iterator()
+    self._iterator = loop.checkpointable_iterator(self.strategy, self.make_iterator)
+    if self._iterator is not None:
       trackables["data_iterator"] = self._iterator
-    checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
-    if not self.is_chief:
-      # Non-chief workers must write their part of a multi-worker save, to a private place.
-      checkpoint_dir = os.path.join(config.model_dir, "worker_tmp",
-                                    str(self.strategy.cluster_resolver.task_id))
+    # Non-chief workers must write their part of a multi-worker save, to a private place.
+    checkpoint_dir = (loop.worker_private_dir(self.config.model_dir, self.strategy)
+                      or os.path.join(self.config.model_dir, "checkpoints"))
     with self.strategy.scope():
-      self.checkpointer = checkpoints.Checkpointer(checkpoint_dir,
-                                                   max_to_keep=config.max_to_keep, **trackables)
-    self._train_step = tf.function(self._train_step_body)
-    self._langevin_kwargs = dict(num_steps=config.mcmc_steps, step_size=config.epsilon,
-                                 temperature=config.mcmc_temp, tau=config.tau or None,
-                                 grad_clip_norm=config.max_langevin_norm or None)
+      return checkpoints.Checkpointer(checkpoint_dir, max_to_keep=self.config.max_to_keep,
+                                      **trackables)
+
+  def _langevin_settings(self) -> Dict:
+    """The fixed kwargs of `langevin.langevin_sample` for this run's negatives."""
+    c = self.config
+    kwargs = dict(num_steps=c.mcmc_steps, step_size=c.epsilon, temperature=c.mcmc_temp,
+                  tau=c.tau or None, grad_clip_norm=c.max_langevin_norm or None)
     if self.prior_ebm is not None:
-      self._langevin_kwargs.update(prior_energy_fn=models.energy_fn(self.prior_ebm),
-                                   prior_temperature=config.prior_temp)
+      kwargs.update(prior_energy_fn=models.energy_fn(self.prior_ebm),
+                    prior_temperature=c.prior_temp)
+    return kwargs
 
   def _worker_seed(self, seed: tf.Tensor) -> tf.Tensor:
     """Folds the worker index into a seed of per-worker state (banks): each worker keeps its
@@ -262,58 +282,57 @@ class Trainer:
     """An iterator over per-replica data batches.
 
     The shuffle seed is `config.seed`, or, for a distributed iterator resumed at
-    `resume_step` > 0, `config.seed + 7919 * resume_step` (a documented reseed: TF cannot
-    checkpoint a distributed iterator's position).
+    `resume_step` > 0, `config.seed + 7919 * resume_step` (`loop.data_seed`, a documented
+    reseed: TF cannot checkpoint a distributed iterator's position). A `dataset_fn` given to the
+    constructor is used as it is.
     """
-    data_seed = self.config.seed + 7919 * resume_step
-    if self._dataset_fn == self._default_dataset_fn:
-      dataset_fn = lambda context: self._default_dataset_fn(context, data_seed)
-    else:
-      dataset_fn = self._dataset_fn
-    return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+    return loop.make_iterator(self.strategy, self._dataset_fn, self.config.seed, resume_step)
 
   # -- negatives ----------------------------------------------------------------------------
   def _generate(self, latents: tf.Tensor, training: bool) -> tf.Tensor:
     return tf.cast(self.generator(latents, training=training), tf.float32)
 
-  def _latents(self, seed: tf.Tensor, batch: int) -> tf.Tensor:
-    return tf.random.stateless_normal([batch, self.config.latent_dim], seed=seed)
+  def _chain_starts(self, seed: tf.Tensor, batch_shape, data_images=None, *,
+                    training: bool = False, generator_batch_size: Optional[int] = None):
+    """This run's `init_strategies.fresh_states`: (images float32 [*batch_shape, *image_shape],
+    latents float32 [*batch_shape, Z]) from the mode's init source (`Z = 0` without a generator;
+    `training` is the generator's batch-norm mode)."""
+    c = self.config
+    generator_fn = None
+    if self.generator is not None:
+      generator_fn = lambda z: self._generate(z, training=training)
+    return init_strategies.fresh_states(
+        self.mode, seed, batch_shape, self.image_shape,
+        latent_dim=self.mode.latent_dim(c.latent_dim), init_scale=c.persistent_init_scale,
+        data_images=data_images, generator_fn=generator_fn,
+        generator_batch_size=generator_batch_size)
 
   def _fresh_states(self, seed: tf.Tensor, data_images: tf.Tensor):
     """Fresh initial states [B, H, W, C] (and latents [B, Z]) from the mode's init source."""
-    c = self.config
-    batch = tf.shape(data_images)[0]
-    latents = tf.zeros([batch, 0])
-    if uses_generator(c.mcmc_init):
-      latents = self._latents(seed, batch)
-      images = self._generate(latents, training=c.gen_batch_norm)
-    elif c.mcmc_init in ("data", "data_persistent"):
-      images = data_images
-    else:
-      images = c.persistent_init_scale * tf.random.stateless_uniform(
-          tf.shape(data_images), seed=seed, minval=-1.0, maxval=1.0)
-    return images, latents
+    batch = data_images.shape[0]
+    if batch is None:
+      batch = tf.shape(data_images)[0]
+    return self._chain_starts(seed, batch, data_images, training=self.config.gen_batch_norm)
 
   def _initial_states(self, slots: int, seed: tf.Tensor):
     """Initial bank contents [R, slots, ...] from the init source: (images, latents) or, for
     'persistent', (None, None) (the bank draws its own uniform noise)."""
     c = self.config
     rows = self.num_local_replicas
-    if c.mcmc_init == "persistent":
+    if not (self.mode.uses_data or self.mode.uses_generator):
       return None, None
-    if c.mcmc_init == "data_persistent":
+    data_images = None
+    if self.mode.uses_data:
       # The training pipeline shuffles the still-encoded examples and decodes only the
       # rows * slots it hands out (a buffer of 10,000 decoded 224x224 images would be 6 GB).
       images = datasets.make_train_dataset(
           c.dataset, batch_size_per_replica=slots, data_dir=c.data_dir,
           image_size=c.image_size, shuffle_buffer=_BANK_INIT_SHUFFLE_BUFFER,
           seed=int(seed[0])).take(rows)
-      return tf.stack([batch["image"] for batch in images]), None
-    latents = tf.random.stateless_normal([rows, slots, c.latent_dim], seed=seed)
-    chunks = [self._generate(chunk, training=False)
-              for chunk in tf.split(tf.reshape(latents, [rows * slots, -1]),
-                                    _even_chunks(rows * slots, 512))]
-    return tf.reshape(tf.concat(chunks, 0), [rows, slots, *self.image_shape]), latents
+      data_images = tf.stack([batch["image"] for batch in images])
+    images, latents = self._chain_starts(seed, (rows, slots), data_images,
+                                         generator_batch_size=512)
+    return images, (latents if self.mode.uses_latents else None)
 
   def initialize_bank(self) -> None:
     """Fills every bank slot from the init source (run once, at a fresh start)."""
@@ -347,7 +366,7 @@ class Trainer:
       mask = draw.rejuvenate[row]
       initial, latents, ages = init_strategies.rejuvenate(
           draw.images[row], draw.latents[row], draw.ages[row], mask, fresh_images,
-          fresh_latents if uses_generator(c.mcmc_init) else None)
+          fresh_latents if self.mode.uses_latents else None)
       rejuvenated = tf.reduce_mean(tf.cast(mask, tf.float32))
       mean_age = tf.reduce_mean(tf.cast(draw.ages[row], tf.float32))
 
@@ -362,10 +381,9 @@ class Trainer:
       burned = langevin.langevin_sample(self._energy, burn_draw.images[row],
                                         _fold(seed, _BURN_LANGEVIN), **burn_kwargs).samples
       refill_images, refill_latents = self._fresh_states(_fold(seed, _BURN_FRESH), data_images)
-      has_latents = uses_generator(c.mcmc_init)
       mask, burn_images, burn_latents, counters = init_strategies.graduate(
           burned, burn_draw.latents[row], burn_draw.counters[row], c.graduation_draws,
-          refill_images, refill_latents if has_latents else None)
+          refill_images, refill_latents if self.mode.uses_latents else None)
       burn_states = (burn_images, burn_latents, counters)
       graduated = tf.reduce_mean(tf.cast(mask, tf.float32))
 
@@ -443,19 +461,17 @@ class Trainer:
     seed = _fold(self._seed, _EVAL, self.step)
     if self.bank is not None:
       grids["bank"] = self.bank.images[0, :num_images].numpy()
+    data_images = None
+    if self.mode.uses_data:
+      data_images = next(iter(datasets.load_split(c.dataset, "train", data_dir=c.data_dir,
+                                                  image_size=c.image_size)
+                              .map(lambda e: e["image"]).batch(num_images)))
+    start_seed = _fold(seed, _LATENT if self.mode.uses_generator else _FRESH)
+    batch = num_images if data_images is None else int(data_images.shape[0])
+    initial, _ = self._chain_starts(start_seed, batch, data_images)
     if self.generator is not None:
-      latents = self._latents(_fold(seed, _LATENT), num_images)
-      initial = self._generate(latents, training=False)
       grids["generator"] = initial.numpy()
-    elif c.mcmc_init in ("data", "data_persistent"):
-      initial = next(iter(datasets.load_split(c.dataset, "train", data_dir=c.data_dir,
-                                          image_size=c.image_size)
-                          .map(lambda e: e["image"]).batch(num_images)))
-    else:
-      initial = c.persistent_init_scale * tf.random.stateless_uniform(
-          [num_images, *self.image_shape], seed=_fold(seed, _FRESH), minval=-1.0, maxval=1.0)
-    grids["samples"] = self._eval_chains(tf.convert_to_tensor(initial),
-                                         _fold(seed, _LANGEVIN)).numpy()
+    grids["samples"] = self._eval_chains(initial, _fold(seed, _LANGEVIN)).numpy()
     return grids
 
   @tf.function
@@ -467,13 +483,8 @@ class Trainer:
   # -- the loop -----------------------------------------------------------------------------
   def restore_or_initialize(self) -> int:
     """Restores the newest readable checkpoint, or initialises the bank; returns the step."""
-    path = self.checkpointer.restore_latest()
-    if path is None:
-      self.initialize_bank()
-      logging.info("fresh start in %s", self.config.model_dir)
-    else:
-      logging.info("resumed from %s at step %d", path, int(self.step.numpy()))
-    return int(self.step.numpy())
+    return loop.restore_or_initialize(self.checkpointer, self.step, self.config.model_dir,
+                                      initialize=self.initialize_bank)
 
   def train(self) -> Dict[str, float]:
     """Trains to `config.train_steps`, writing checkpoints, TensorBoard events, PNG grids and a
@@ -587,10 +598,3 @@ class Trainer:
 def _expand(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
   """[B] bool mask broadcastable against `like` [B, ...]."""
   return tf.reshape(mask, [-1] + [1] * (like.shape.rank - 1))
-
-
-def _even_chunks(total: int, chunk: int):
-  sizes = [chunk] * (total // chunk)
-  if total % chunk:
-    sizes.append(total % chunk)
-  return sizes

@@ -39,7 +39,6 @@ from ebm_tf.internal import file_io
 from ebm_tf.training import checkpoints
 from ebm_tf.training import config as config_lib
 from ebm_tf.training import runs
-from ebm_tf.training import train_lib
 
 CARD_JSON = "model_card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
@@ -79,7 +78,7 @@ def _count_parameters(*models) -> int:
 def _ebm_trackables(config: config_lib.TrainConfig) -> Dict[str, keras.Model]:
   """The networks (by checkpoint key) that sampling, purification and export restore."""
   trackables = {"ebm": runs.build_ebm(config)}
-  if train_lib.uses_generator(config.mcmc_init):
+  if config.init_mode.uses_generator:
     trackables["generator"] = runs.build_generator(config)
   if config.prior_model_dir:
     trackables["prior_ebm"] = runs.build_ebm(config_lib.load_config(config.prior_model_dir))
