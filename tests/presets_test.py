@@ -10,15 +10,15 @@ is parsed as its binary parses it: a fresh `flags.FlagValues`, `define_*_flags`,
 
 Defense presets (always): each parses into a valid `DefenseEvalConfig` once the model flags it
 leaves to the user are given (and fails without them, its comments naming them); the paper's
-(`defense_cifar10`, `defense_imagenet`) hold paper_spec section 2's values; each fits the midrun
-preset of its dataset (image shape, temperature). Slow tier: a preset with a keras.applications
-classifier attacks one synthetic image with its own networks (the midrun EBM trained here, the
-classifier with random weights from a local file), 1 step of everything.
+(`defense_cifar10`, `defense_imagenet`) hold docs/paper_settings.md section 7.4's values; each fits
+the midrun preset of its dataset (image shape, temperature). Slow tier: a preset with a
+keras.applications classifier attacks one synthetic image with its own networks (the midrun EBM
+trained here, the classifier with random weights from a local file), 1 step of everything.
 
 Fast tier (always): every preset parses into a valid config; its dataset matches its file name; its
-image shape is the paper's (paper_spec section 1) or the dataset's native one; its networks are
-known names; networks for images up to 64x64 are built and checked on one zero image (the
-128x128 and 224x224 ones are built by the slow tier, which trains them); a preset that needs a
+image shape is the paper's (docs/paper_settings.md section 6) or the dataset's native one; its
+networks are known names; networks for images up to 64x64 are built and checked on one zero image
+(the 128x128 and 224x224 ones are built by the slow tier, which trains them); a preset that needs a
 pretrained generator or a prior run has a preset that trains one of the same shape.
 
 Slow tier (EBM_SLOW_TESTS=1): every preset trains 2 steps (classifiers 1) with its own networks
@@ -71,7 +71,7 @@ _PRESET_KINDS = _REGIMES + ("classifier", "defense")
 _TOY = "toy"
 _DATASET_OF_NAME = {"cifar10": "cifar10", "celeb_a": "celeb_a", "imagenet": "imagenet2012",
                     "digits": "digits", "fashion_mnist": "fashion_mnist", _TOY: _TOY}
-# The paper's (EBM, image side) per regime and dataset: paper_spec section 1 tables 1a-1c.
+# The paper's (EBM, image side) per regime and dataset: docs/paper_settings.md sections 6.1-6.4.
 _PAPER_ARCHITECTURE = {
     ("shortrun", "cifar10"): ("ebm_sngan32", 32),
     ("shortrun", "celeb_a"): ("ebm_sngan64", 64),
@@ -303,7 +303,7 @@ class TrainPresetFastTest(parameterized.TestCase):
       with self.assertRaisesRegex(ValueError, "needs --prior_model_dir"):
         config_lib.config_from_flags(without_prior)
       # Stage B samples U = E/T + E0/T0 + ||x||^2/(2 tau^2) with the stage-A prior E0 at its own
-      # temperature and tau, and the same step size (paper_spec section 1c).
+      # temperature and tau, and the same step size (docs/paper_settings.md section 6.4).
       self.assertIn("--prior_model_dir", _comments(name))
       prior = _train_config(_prior_preset(name))
       self.assertEqual(_shape(prior), _shape(config))
@@ -362,7 +362,7 @@ def _defense_config(name, *overrides):
       **flag_config.from_flags(defense_eval.DefenseEvalConfig, flag_values, {}))
 
 
-# The paper's defense protocols, paper_spec section 2 (reference configs_attack/*.py).
+# The paper's defense protocols, docs/paper_settings.md section 7.4 (reference configs_attack/*.py).
 _PAPER_DEFENSE = {
     "defense_cifar10": dict(
         dataset="cifar10", split="test", shuffle=True, num_images=640, batch_size=64,

@@ -5,7 +5,7 @@ modules may import (besides itself): its explicit Bazel deps, derived by `ebm_pa
 tools/ebm_package.bzl. A package may import only from packages listed here, and the listed
 packages are all lower in the stack, so an upward import or a new dependency not written here
 fails `bazel build` (the layer check runs when the library is built). docs/DESIGN.md shows the
-same table (tests/layers_test.py keeps them equal).
+same table (tests/design_doc_test.py keeps them equal).
 
 From the bottom: internal helpers; data, models and the sampler (mcmc); training; the
 classifier; the defense and evaluation tools (siblings: neither imports the other); shipping

@@ -1,10 +1,10 @@
 """Training the naturally trained classifier that the EBM purification defense protects.
 
-The recipe is the reference's `train_clf.py` (paper_spec section 2): cross-entropy on clean,
-augmented data plus the L2 term `weight_decay * sum(tf.nn.l2_loss(v))` over every trainable
+The recipe is the reference's `train_clf.py` (docs/paper_settings.md section 7.1): cross-entropy on
+clean, augmented data plus the L2 term `weight_decay * sum(tf.nn.l2_loss(v))` over every trainable
 variable (batch-norm scales and offsets and biases included), SGD with momentum on a
-piecewise-constant learning rate, accuracy on the test split every `eval_every` steps, and the
-best weights kept. Under a tf.distribute strategy each replica divides its loss by the number of
+piecewise-constant learning rate, accuracy on the test split every `eval_every` steps, and the best
+weights kept. Under a tf.distribute strategy each replica divides its loss by the number of
 replicas, so the all-reduced (summed) gradient is that of the global-batch mean.
 
 Output layout of a run in `config.model_dir` (the exporter and the attack code rely on it):

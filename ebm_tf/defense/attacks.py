@@ -1,8 +1,8 @@
 """l_inf PGD on the Langevin-purification defense: BPDA + EOT, full and exact gradient, undefended.
 
-The protocol of Hill et al. (2022) (spec section 2, reference `attack.py`), for images X with
-labels y, radius eps and step eta (both given in /255 units and applied to [-1, 1] pixels as
-`to_pixel_units(v) = v * 2 / 255`, so 8/255 acts as 16/255 on [-1, 1]):
+The protocol of Hill et al. (2022) (docs/paper_settings.md section 7.3, reference `attack.py`), for
+images X with labels y, radius eps and step eta (both given in /255 units and applied to [-1, 1]
+pixels as `to_pixel_units(v) = v * 2 / 255`, so 8/255 acts as 16/255 on [-1, 1]):
 
 1. Natural accuracy: each image is classified by the defense with `eot_defense_reps`
    purifications (logits averaged); a wrong image counts as broken from the start.

@@ -1,7 +1,7 @@
 """Robust accuracy of the Langevin-purification defense: the library behind `ebm_tf.attack`.
 
-The protocol of Hill et al. (2022), spec section 2: a naturally trained classifier (a
-`ebm_tf.train_classifier` run) is defended by purifying every input with Langevin MCMC on a
+The protocol of Hill et al. (2022), docs/paper_settings.md section 7: a naturally trained classifier
+(a `ebm_tf.train_classifier` run) is defended by purifying every input with Langevin MCMC on a
 midrun EBM (an `ebm_tf.train` run) and averaging the logits over EOT repeats; it is attacked by
 l_inf PGD with BPDA + EOT gradients (`ebm_tf.defense.attacks.bpda_eot_pgd`), every break confirmed
 with `eot_defense_reps` purifications (`attack_method` swaps PGD for cleverhans' BIM, FGM or MIM,
@@ -85,7 +85,7 @@ ATTACK_METHODS = attacks.ATTACK_METHODS
 
 @dataclasses.dataclass(frozen=True)
 class DefenseEvalConfig:
-  """One robust-accuracy evaluation. Defaults: the paper's CIFAR-10 protocol (spec section 2).
+  """One robust-accuracy evaluation; defaults: the CIFAR-10 protocol (docs/paper_settings.md 7.4).
 
   Perturbation sizes are in /255 units of [0, 1] images (applied as v * 2/255 on [-1, 1]).
   """

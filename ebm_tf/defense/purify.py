@@ -1,7 +1,7 @@
 """Langevin purification of images and the EOT (expectation over transformation) classifier.
 
-The defense of Hill et al. (2022), spec section 2: an (adversarial) image X is purified by
-plain Langevin on E/T started at X -- no tau term, no prior, no pixel clipping --
+The defense of Hill et al. (2022), docs/paper_settings.md section 7.2: an (adversarial) image X is
+purified by plain Langevin on E/T started at X -- no tau term, no prior, no pixel clipping --
 
     X <- X - (eps^2 / 2) * grad(sum E(X) / T) + eps * N(0, I)     (num_steps times)
 

@@ -11,10 +11,10 @@ Two feature extractors (`make_extractor`):
                 PNGs. About 1-6 images/s on 2 CPU cores: cache the reference statistics.
   'classifier'  the penultimate features of the project's own classifier run
                 (`ebm_tf.train_classifier`); fast, good for tracking a run, but its numbers are
-                NOT comparable to Inception FID (paper_spec section 5, "Proxy FID (FCD)").
+                NOT comparable to Inception FID (docs/paper_settings.md section 9).
 
-The paper's protocol (paper_spec section 3a): samples vs the first `count` images of the
-*training* split, as many reference images as samples. FID is biased upwards for small sample
+The paper's protocol (docs/paper_settings.md section 8.1): samples vs the first `count` images of
+the *training* split, as many reference images as samples. FID is biased upwards for small sample
 counts, so every reported number carries its counts (`fid_report`).
 
 Images everywhere are float NHWC in [-1, 1]. Langevin samples can leave [-1, 1] slightly (there is

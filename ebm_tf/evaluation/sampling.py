@@ -212,7 +212,7 @@ def load_model(model_dir: str, checkpoint: str = "", *, generator_dir: str = "",
     if generator_dir and tf.io.gfile.exists(os.path.join(generator_dir, config_lib.CONFIG_FILENAME)):
       gen_config = config_lib.load_config(generator_dir)
     generator = runs.build_generator(gen_config)
-    generator.trainable = False  # BN layers then use their moving statistics (paper section 3a)
+    generator.trainable = False  # BN uses its moving statistics (docs/paper_settings.md 8.1)
     generator_path = checkpoints.restore_from_run(source, generator=generator)
   elif need_generator:
     raise ValueError(f"init 'coop' needs a generator, but run {model_dir!r} has none; pass "

@@ -1,11 +1,11 @@
 """Exact-density evaluation of Langevin chains on the 2-D toys: does a model stay on the data?
 
 A valid ("longrun") EBM keeps chains on the data density when they run 10-100x longer than the
-chains it was trained with; a shortrun EBM's samples drift away (paper spec 1a, 3c). On a 2-D toy
-the data density is known exactly, so the drift is measured exactly: chains start from `x_init`,
-run through the project's one sampler (`ebm_tf.mcmc.langevin.make_sampler`), and at each recorded
-step their histogram is compared with the exact bin masses (`toy_densities.histogram_distances`:
-total variation and KL of the binned laws).
+chains it was trained with; a shortrun EBM's samples drift away (docs/paper_settings.md sections
+6.1, 8.3). On a 2-D toy the data density is known exactly, so the drift is measured exactly: chains
+start from `x_init`, run through the project's one sampler (`ebm_tf.mcmc.langevin.make_sampler`),
+and at each recorded step their histogram is compared with the exact bin masses
+(`toy_densities.histogram_distances`: total variation and KL of the binned laws).
 
     curve = chain_distance_curve(energy_fn, toy, x_init, seed, [0, 100, 1000, 10000],
                                  step_size=0.05, temperature=1.0, bins=25)

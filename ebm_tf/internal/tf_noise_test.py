@@ -10,7 +10,7 @@ from absl.testing import absltest
 
 from ebm_tf.internal import tf_noise
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # C++ log lines (glog format: severity letter, MMDD, time, file.cc:line]) and the CUDA probe.
 _CPP_LOG = re.compile(r"^[IWE]\d{4} .*\.(cc|h):\d+\]", re.MULTILINE)
 # A TF program that builds a Keras 3 net and takes an input gradient in a tf.function: on a

@@ -38,6 +38,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from ebm_tf.internal import checks
+
 MODES = ('coop', 'data', 'persistent', 'data_persistent', 'coop_persistent')
 _DEFAULT_DEVICE = '/cpu:0'
 
@@ -139,16 +141,6 @@ def _check_prob(p) -> float:
   return float(p)
 
 
-def _check_seed(seed, name: str = 'seed') -> tf.Tensor:
-  if seed is None:
-    raise ValueError(f'{name} must be a stateless seed, an int32/int64 tensor of shape [2]; got None')
-  seed = tf.convert_to_tensor(seed)
-  if not seed.dtype.is_integer or not seed.shape.is_compatible_with([2]):
-    raise ValueError(f'{name} must be an int32/int64 tensor of shape [2]; '
-                     f'got dtype {seed.dtype.name}, shape {seed.shape}')
-  return seed
-
-
 def _as_tensor(name: str, value, dtype: tf.DType, expected_shape: Sequence[Optional[int]]) -> tf.Tensor:
   """Converts `value` to `dtype` and checks its (static) shape against `expected_shape`."""
   if isinstance(value, tf.Tensor) and value.dtype != dtype:
@@ -214,7 +206,7 @@ def fresh_states(mode: Union[str, InitMode],
   batch_shape = _check_batch_shape(batch_shape)
   empty_latents = tf.zeros(batch_shape + (0,), tf.float32)
   if mode.name == 'persistent':
-    seed = _check_seed(seed)
+    seed = checks.check_seed(seed, static_shape=False)
     init_scale = _check_init_scale(init_scale)
     noise = tf.random.stateless_uniform(batch_shape + image_shape, seed, minval=-1.0, maxval=1.0)
     return init_scale * noise, empty_latents
@@ -226,7 +218,7 @@ def fresh_states(mode: Union[str, InitMode],
     return _as_tensor('data_images', data_images, tf.float32, static_shape), empty_latents
   if generator_fn is None:
     raise ValueError(f'mode {mode.name!r} starts chains from a generator: generator_fn is required')
-  seed = _check_seed(seed)
+  seed = checks.check_seed(seed, static_shape=False)
   latents = tf.random.stateless_normal(batch_shape + (latent_dim,), seed)
   images = _generate_in_chunks(generator_fn, tf.reshape(latents, [-1, latent_dim]), image_shape,
                                generator_batch_size)
@@ -465,7 +457,7 @@ class _SlotBank(tf.Module):
     b = _check_int('batch_size_per_replica', batch_size_per_replica, 1)
     if b > self._slots:
       raise ValueError(f'batch_size_per_replica must be <= slots_per_replica={self._slots}; got {b}')
-    seed = _check_seed(seed)
+    seed = checks.check_seed(seed, static_shape=False)
     u = tf.random.stateless_uniform([self._num_replicas, self._slots],
                                     tf.random.experimental.stateless_fold_in(seed, 0))
     # The B largest of N iid uniforms are a uniformly random ordered subset (a partial shuffle).
@@ -650,7 +642,7 @@ class BurnInBank(_SlotBank):
       images: float32 `[R, N_burn, *image_shape]` (data or `G(latents)`); None for `persistent`.
       latents: float32 `[R, N_burn, Z]`, `coop_persistent` only.
     """
-    seed = _check_seed(seed)
+    seed = checks.check_seed(seed, static_shape=False)
     with tf.device(self._device):
       self._assign_states(images, latents, tf.random.experimental.stateless_fold_in(seed, 1))
     self.randomize_counters(tf.random.experimental.stateless_fold_in(seed, 2))
@@ -658,7 +650,7 @@ class BurnInBank(_SlotBank):
   def randomize_counters(self, seed) -> None:
     """Sets every counter to an independent Uniform{0, ..., G - 1} draw from `seed` (the reference
     does this at the start and whenever the MCMC schedule changes)."""
-    seed = _check_seed(seed)
+    seed = checks.check_seed(seed, static_shape=False)
     with tf.device(self._device):
       self.counters.assign(tf.random.stateless_uniform(
           [self._num_replicas, self._slots], seed, minval=0, maxval=self._graduation_draws,

@@ -1,5 +1,7 @@
-"""Tiny real run directories for tests: EBM training runs and classifier runs, laid out exactly
-as `ebm_tf.train` and `ebm_tf.train_classifier` write them. Test support only (seconds to build).
+"""Tiny real run directories for tests: EBM training runs and classifier runs.
+
+Laid out exactly as `ebm_tf.train` and `ebm_tf.train_classifier` write them. Test support only
+(seconds to build).
 """
 
 import os
