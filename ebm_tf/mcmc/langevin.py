@@ -226,6 +226,103 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
       Values only known at run time are checked by graph assertions
       (`tf.errors.InvalidArgumentError`; they are no-ops under XLA).
   """
+  x, seed, per_chain, num_steps, potential, asserts = _check_arguments(
+      energy_fn, x_init, seed, num_steps=num_steps, step_size=step_size, temperature=temperature,
+      tau=tau, prior_energy_fn=prior_energy_fn, prior_temperature=prior_temperature,
+      joint_temperature=joint_temperature, grad_clip_norm=grad_clip_norm, metropolis=metropolis,
+      noise_fn=noise_fn)
+  with tf.control_dependencies(asserts):
+    x = tf.identity(x)
+  if metropolis:
+    x, energies, drift_norm, acceptance = _mala_chain(potential, x, seed, num_steps)
+  else:
+    x, energies, drift_norm, acceptance = _ula_chain(potential, x, seed, per_chain, num_steps)
+  return LangevinResult(samples=tf.stop_gradient(x), energies=tf.stop_gradient(energies),
+                        drift_norm=tf.stop_gradient(drift_norm),
+                        acceptance_rate=tf.stop_gradient(acceptance))
+
+
+class _Potential:
+  """U of the module docstring with checked settings: its gradients, the noise, the drift norm.
+
+  All tensors are float32 scalars except the callables; `sample_axes` are the non-batch axes.
+  """
+
+  def __init__(self, energy_fn, rank, eps, temperature, prior_energy_fn, prior_temperature,
+               joint_temperature, clip, inv_tau2, noise_fn):
+    self.energy_fn, self.eps, self.temperature = energy_fn, eps, temperature
+    self.prior_energy_fn, self.prior_temperature = prior_energy_fn, prior_temperature
+    self.joint_temperature, self.clip, self.inv_tau2 = joint_temperature, clip, inv_tau2
+    self.noise_fn = noise_fn
+    self.half_eps2 = 0.5 * tf.square(eps)
+    self.sample_axes = list(range(1, rank))
+    self._divide_by_joint = _static_value(joint_temperature) != 1.0  # Skip a no-op divide.
+
+  def sq_norm(self, t):
+    """[B, ...] -> [B]: squared norm of each chain's tensor."""
+    return tf.reduce_sum(tf.square(t), axis=self.sample_axes)
+
+  def potential_and_grad(self, x):
+    """Returns (U [B], E [B], clipped dU/dx) at x."""
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      energy = _energy_vector(self.energy_fn(x), "energy_fn")
+      u = energy / self.temperature
+      if self.prior_energy_fn is not None:
+        u += _energy_vector(self.prior_energy_fn(x), "prior_energy_fn") / self.prior_temperature
+      if self._divide_by_joint:
+        u /= self.joint_temperature
+      if self.inv_tau2 is not None:
+        u += 0.5 * self.inv_tau2 * self.sq_norm(x)
+      total = tf.reduce_sum(u)
+    return u, energy, self._clipped_gradient(tape, total, x)
+
+  def grad(self, x):
+    """dU/dx at x (clipped), as `potential_and_grad` without the per-chain U.
+
+    The energies are summed before dividing by the temperatures: bitwise the same gradient (each
+    chain's energy gets the upstream value 1/T either way), without the backward pass of a
+    [batch] / scalar broadcast (whose shape bookkeeping is dynamic when the batch size is not
+    known at trace time, as in `make_sampler`; docs/benchmarks.md).
+    """
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      total = tf.reduce_sum(_energy_vector(self.energy_fn(x), "energy_fn")) / self.temperature
+      if self.prior_energy_fn is not None:
+        total += (tf.reduce_sum(_energy_vector(self.prior_energy_fn(x), "prior_energy_fn")) /
+                  self.prior_temperature)
+      if self._divide_by_joint:
+        total /= self.joint_temperature
+      if self.inv_tau2 is not None:
+        total += 0.5 * self.inv_tau2 * tf.reduce_sum(tf.square(x))
+    return self._clipped_gradient(tape, total, x)
+
+  def _clipped_gradient(self, tape, total, x):
+    grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if self.clip is not None:
+      grad = tf.clip_by_norm(grad, self.clip / self.half_eps2, axes=self.sample_axes)
+    return grad
+
+  def noise(self, t, step_seed, shape):
+    """xi ~ N(0, I) of `shape` for step t: `noise_fn` if given, else stateless from step_seed."""
+    if self.noise_fn is not None:
+      return tf.cast(self.noise_fn(t, shape, tf.float32), tf.float32)
+    return tf.random.stateless_normal(shape, seed=step_seed, dtype=tf.float32)
+
+  def drift_norm_of(self, grad):
+    """(eps^2/2) * mean over chains of ||grad_i||: float32 scalar."""
+    return self.half_eps2 * tf.reduce_mean(tf.sqrt(self.sq_norm(grad)))
+
+
+def _check_arguments(energy_fn, x_init, seed, *, num_steps, step_size, temperature, tau,
+                     prior_energy_fn, prior_temperature, joint_temperature, grad_clip_norm,
+                     metropolis, noise_fn):
+  """Checks `langevin_sample`'s arguments (see its Raises).
+
+  Returns:
+    (x float32 [B, ...], seed [2] or [B, 2], per_chain bool, num_steps int32 scalar,
+    a `_Potential`, the list of graph assertions for values only known at run time).
+  """
   if not isinstance(metropolis, bool):
     raise ValueError(f"metropolis must be a Python bool; got {metropolis!r}")
   x, asserts = _check_x_init(x_init)
@@ -251,128 +348,77 @@ def langevin_sample(energy_fn: Callable[[tf.Tensor], tf.Tensor],
     if static_tau is None or static_tau > 0:
       tau = tf.cast(tau, tf.float32)
       inv_tau2 = tf.where(tau > 0, 1.0 / tf.square(tau), 0.0)  # A run-time 0 also means off.
+  potential = _Potential(energy_fn, x.shape.rank, eps, temperature, prior_energy_fn,
+                         prior_temperature, joint_temperature, clip, inv_tau2, noise_fn)
+  return x, seed, per_chain, num_steps, potential, asserts
 
-  half_eps2 = 0.5 * tf.square(eps)
-  sample_axes = list(range(1, x.shape.rank))
 
-  def sq_norm(t):  # [B, ...] -> [B]
-    return tf.reduce_sum(tf.square(t), axis=sample_axes)
+def _ula_chain(p: "_Potential", x, seed, per_chain: bool, num_steps):
+  """Unadjusted Langevin: (samples, energies [B], drift norm of the last step, acceptance 1.0)."""
+  if not per_chain and p.noise_fn is None:
+    # stateless_fold_in(seed, t) is stack([r, t]) with r drawn from `seed` alone: drawn once
+    # here instead of once per step (the same seeds, one random op fewer per step).
+    fold_base = tf.random.stateless_uniform([], seed=seed, dtype=tf.int32, minval=None,
+                                            maxval=None)
 
-  def potential_and_grad(x):
-    """Returns (U [B], E [B], clipped dU/dx) at x."""
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      energy = _energy_vector(energy_fn(x), "energy_fn")
-      u = energy / temperature
-      if prior_energy_fn is not None:
-        u += _energy_vector(prior_energy_fn(x), "prior_energy_fn") / prior_temperature
-      if _static_value(joint_temperature) != 1.0:  # Skip a no-op divide per step.
-        u /= joint_temperature
-      if inv_tau2 is not None:
-        u += 0.5 * inv_tau2 * sq_norm(x)
-      total = tf.reduce_sum(u)
-    return u, energy, clipped_gradient(tape, total, x)
+  def ula_body(t, x, _, *block):
+    if per_chain:  # The loop also carries the current block of per-chain noise.
+      offset = t % CHAIN_NOISE_BLOCK_STEPS
+      (block,) = block
+      def next_block(block=block):
+        drawn = per_chain_noise(seed, t // CHAIN_NOISE_BLOCK_STEPS, tf.shape(x)[1:])
+        drawn.set_shape(block.shape)
+        return drawn
 
-  def clipped_gradient(tape, total, x):
-    grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    if clip is not None:
-      grad = tf.clip_by_norm(grad, clip / half_eps2, axes=sample_axes)
-    return grad
+      block = tf.cond(tf.equal(offset, 0), next_block, lambda: block)
+      xi, block = block[offset], (block,)
+    else:
+      step_seed = None if p.noise_fn is not None else tf.stack([fold_base, t])
+      xi = p.noise(t, step_seed, tf.shape(x))
+    grad = p.grad(x)
+    x = x - p.half_eps2 * grad + p.eps * xi
+    return (t + 1, x, grad) + block  # The drift norm is taken of the last grad only.
 
-  def grad_of_potential(x):
-    """dU/dx at x (clipped), as `potential_and_grad` without the per-chain U.
+  block = ()
+  if per_chain:
+    block = (tf.zeros(tf.concat([[CHAIN_NOISE_BLOCK_STEPS], tf.shape(x)], 0)),)
+  _, x, last_grad, *_ = tf.while_loop(
+      lambda t, *_: t < num_steps, ula_body,
+      (tf.constant(0, tf.int32), x, tf.zeros_like(x)) + block)
+  drift_norm = p.drift_norm_of(last_grad)  # 0 when num_steps is 0.
+  energies = _energy_vector(p.energy_fn(x), "energy_fn")
+  return x, energies, drift_norm, tf.constant(1.0)
 
-    The energies are summed before dividing by the temperatures: bitwise the same gradient (each
-    chain's energy gets the upstream value 1/T either way), without the backward pass of a
-    [batch] / scalar broadcast (whose shape bookkeeping is dynamic when the batch size is not
-    known at trace time, as in `make_sampler`; docs/benchmarks.md).
-    """
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      total = tf.reduce_sum(_energy_vector(energy_fn(x), "energy_fn")) / temperature
-      if prior_energy_fn is not None:
-        total += (tf.reduce_sum(_energy_vector(prior_energy_fn(x), "prior_energy_fn")) /
-                  prior_temperature)
-      if _static_value(joint_temperature) != 1.0:
-        total /= joint_temperature
-      if inv_tau2 is not None:
-        total += 0.5 * inv_tau2 * tf.reduce_sum(tf.square(x))
-    return clipped_gradient(tape, total, x)
 
-  def noise(t, step_seed, shape):
-    if noise_fn is not None:
-      return tf.cast(noise_fn(t, shape, tf.float32), tf.float32)
-    return tf.random.stateless_normal(shape, seed=step_seed, dtype=tf.float32)
+def _mala_chain(p: "_Potential", x, seed, num_steps):
+  """MALA: (samples, energies [B], drift norm of the last step, acceptance rate)."""
+  sample_axes = p.sample_axes
 
-  def drift_norm_of(grad):
-    return half_eps2 * tf.reduce_mean(tf.sqrt(sq_norm(grad)))
+  def mala_body(t, x, u, energy, grad, _, accepted):
+    step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+    xi = p.noise(t, step_seed, tf.shape(x))
+    proposal = x - p.half_eps2 * grad + p.eps * xi
+    u_new, energy_new, grad_new = p.potential_and_grad(proposal)
+    # log q(x | x') - log q(x' | x), with x' - x + half_eps2 * g(x) = eps * xi.
+    log_q_reverse = -p.sq_norm(x - proposal + p.half_eps2 * grad_new) / (2.0 * tf.square(p.eps))
+    log_q_forward = -0.5 * p.sq_norm(xi)
+    log_ratio = (u - u_new) + log_q_reverse - log_q_forward
+    log_uniform = tf.math.log(tf.random.stateless_uniform(
+        tf.shape(u), seed=tf.random.experimental.stateless_fold_in(step_seed, 1)))
+    accept = log_uniform < log_ratio  # NaN proposals are rejected.
+    mask = tf.reshape(accept, [-1] + [1] * len(sample_axes))
+    drift_norm = p.drift_norm_of(grad)
+    return (t + 1, tf.where(mask, proposal, x), tf.where(accept, u_new, u),
+            tf.where(accept, energy_new, energy), tf.where(mask, grad_new, grad),
+            drift_norm, accepted + tf.reduce_sum(tf.cast(accept, tf.float32)))
 
-  with tf.control_dependencies(asserts):
-    x = tf.identity(x)
-
-  if not metropolis:
-    if not per_chain and noise_fn is None:
-      # stateless_fold_in(seed, t) is stack([r, t]) with r drawn from `seed` alone: drawn once
-      # here instead of once per step (the same seeds, one random op fewer per step).
-      fold_base = tf.random.stateless_uniform([], seed=seed, dtype=tf.int32, minval=None,
-                                              maxval=None)
-
-    def ula_body(t, x, _, *block):
-      if per_chain:  # The loop also carries the current block of per-chain noise.
-        offset = t % CHAIN_NOISE_BLOCK_STEPS
-        (block,) = block
-        def next_block(block=block):
-          drawn = per_chain_noise(seed, t // CHAIN_NOISE_BLOCK_STEPS, tf.shape(x)[1:])
-          drawn.set_shape(block.shape)
-          return drawn
-
-        block = tf.cond(tf.equal(offset, 0), next_block, lambda: block)
-        xi, block = block[offset], (block,)
-      else:
-        step_seed = None if noise_fn is not None else tf.stack([fold_base, t])
-        xi = noise(t, step_seed, tf.shape(x))
-      grad = grad_of_potential(x)
-      x = x - half_eps2 * grad + eps * xi
-      return (t + 1, x, grad) + block  # The drift norm is taken of the last grad only.
-
-    block = ()
-    if per_chain:
-      block = (tf.zeros(tf.concat([[CHAIN_NOISE_BLOCK_STEPS], tf.shape(x)], 0)),)
-    _, x, last_grad, *_ = tf.while_loop(
-        lambda t, *_: t < num_steps, ula_body,
-        (tf.constant(0, tf.int32), x, tf.zeros_like(x)) + block)
-    drift_norm = drift_norm_of(last_grad)  # 0 when num_steps is 0.
-    energies = _energy_vector(energy_fn(x), "energy_fn")
-    acceptance = tf.constant(1.0)
-  else:
-    def mala_body(t, x, u, energy, grad, _, accepted):
-      step_seed = tf.random.experimental.stateless_fold_in(seed, t)
-      xi = noise(t, step_seed, tf.shape(x))
-      proposal = x - half_eps2 * grad + eps * xi
-      u_new, energy_new, grad_new = potential_and_grad(proposal)
-      # log q(x | x') - log q(x' | x), with x' - x + half_eps2 * g(x) = eps * xi.
-      log_q_reverse = -sq_norm(x - proposal + half_eps2 * grad_new) / (2.0 * tf.square(eps))
-      log_q_forward = -0.5 * sq_norm(xi)
-      log_ratio = (u - u_new) + log_q_reverse - log_q_forward
-      log_uniform = tf.math.log(tf.random.stateless_uniform(
-          tf.shape(u), seed=tf.random.experimental.stateless_fold_in(step_seed, 1)))
-      accept = log_uniform < log_ratio  # NaN proposals are rejected.
-      mask = tf.reshape(accept, [-1] + [1] * len(sample_axes))
-      drift_norm = drift_norm_of(grad)
-      return (t + 1, tf.where(mask, proposal, x), tf.where(accept, u_new, u),
-              tf.where(accept, energy_new, energy), tf.where(mask, grad_new, grad),
-              drift_norm, accepted + tf.reduce_sum(tf.cast(accept, tf.float32)))
-
-    u0, energy0, grad0 = potential_and_grad(x)
-    _, x, _, energies, _, drift_norm, accepted = tf.while_loop(
-        lambda t, *_: t < num_steps, mala_body,
-        (tf.constant(0, tf.int32), x, u0, energy0, grad0, tf.constant(0.0), tf.constant(0.0)))
-    proposals = tf.cast(num_steps, tf.float32) * tf.cast(tf.shape(x)[0], tf.float32)
-    acceptance = tf.where(proposals > 0, accepted / tf.maximum(proposals, 1.0), 1.0)
-
-  return LangevinResult(samples=tf.stop_gradient(x), energies=tf.stop_gradient(energies),
-                        drift_norm=tf.stop_gradient(drift_norm),
-                        acceptance_rate=tf.stop_gradient(acceptance))
+  u0, energy0, grad0 = p.potential_and_grad(x)
+  _, x, _, energies, _, drift_norm, accepted = tf.while_loop(
+      lambda t, *_: t < num_steps, mala_body,
+      (tf.constant(0, tf.int32), x, u0, energy0, grad0, tf.constant(0.0), tf.constant(0.0)))
+  proposals = tf.cast(num_steps, tf.float32) * tf.cast(tf.shape(x)[0], tf.float32)
+  acceptance = tf.where(proposals > 0, accepted / tf.maximum(proposals, 1.0), 1.0)
+  return x, energies, drift_norm, acceptance
 
 
 def make_sampler(energy_fn: Callable[[tf.Tensor], tf.Tensor],
