@@ -2,7 +2,7 @@ r"""The purifier alone: does Langevin purification bring images back to their cl
 
   .venv/bin/python docs/scripts/purify_diagnostic.py --ebm_dir=RUN [--checkpoint=PREFIX] \
       --classifier_dir=CLF --output=OUT.json [--num_images=64 --eps_255=48 --repeats=8 \
-      --record_steps=0,100,250,500,1000,2000 --step_size=1.25e-2 --temperature=1e-4]
+      --record_steps=0,100,250,500,1000,2000 --epsilon=1.25e-2 --mcmc_temp=1e-4]
 
 No attack through the defense: three fixed inputs are purified and classified along the chain
 (docs/defense_results.md, "Experiments"):
@@ -44,8 +44,8 @@ _EPS = flags.DEFINE_float("eps_255", 48.0, "l_inf radius in /255 units of [0, 1]
 _REPEATS = flags.DEFINE_integer("repeats", 8, "chains per image")
 _RECORD = flags.DEFINE_list("record_steps", ["0", "100", "250", "500", "1000", "2000"],
                             "chain lengths recorded (increasing)")
-_STEP = flags.DEFINE_float("step_size", 1.25e-2, "purification Langevin step size")
-_TEMP = flags.DEFINE_float("temperature", 1e-4, "purification temperature")
+_STEP = flags.DEFINE_float("epsilon", 1.25e-2, "purification Langevin step size (the EBM run's epsilon)")
+_TEMP = flags.DEFINE_float("mcmc_temp", 1e-4, "purification temperature (the EBM run's mcmc_temp)")
 _SEED = flags.DEFINE_integer("seed", 0, "stateless seed")
 
 
