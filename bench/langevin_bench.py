@@ -2,7 +2,7 @@ r"""Langevin step cost: the project's sampler against the paper's loop and the n
 
   .venv/bin/python bench/langevin_bench.py [--nets=small_digits,small_fmnist,sngan32] \
       [--batches=1,8,64,256] [--rounds=5] [--call_s=0.3] [--group_budget_s=small_digits:60,...] \
-      [--output=bench/results/langevin_bench.json]
+      [--output=bench/results/langevin_bench.json] [--mode=steps|ops|paired]
 
 For each network and batch size ("group"), in interleaved rounds (each round calls every variant
 once, so a change of the shared machine's load shifts them alike; medians over --rounds), it
@@ -32,6 +32,17 @@ plus two warm-up calls; traces and compiles not counted) would push the group pa
 on this 2-core CPU EBMSNGAN32 at batch 256 takes tens of seconds per step and the bfloat16
 input-gradient convolutions fall back to a slow Eigen kernel (see docs/benchmarks.md).
 
+`--mode=paired` asks the narrower question of the float32 targets with a control: on this
+shared 2-vCPU machine two identical `tf.function`s timed as above differ by up to 25% (session
+6: the same sampler file loaded twice gave speed ratios 0.91-1.26 over six cells), so medians of
+separate calls cannot judge a 5% target. Per (network, batch) cell every round calls each of
+PAIRED_VARIANTS once in a freshly shuffled (seeded) order, K >= --min_steps steps per call; the
+ratio of two variants is taken within each round and summarised by its median over the rounds
+with a 95% bootstrap interval. `sampler_copy` (a second, identical `make_sampler`) is the A/A
+control: a ratio whose interval overlaps the A/A interval is not distinguishable from noise.
+The sampler variants also compute the final energies once per call, which the baseline and floor
+do not (at most 1/(2K) of a call). Written to <output>_paired.json.
+
 FLOPs: counted from the layers (2 * MACs of every Conv2D and Dense); one step = 2 x forward (the
 input-gradient convolutions cost as much as the forward ones; no weight gradients). Peak:
 dense float32 and bfloat16 matmuls (--matmul_n square), timed in interleaved rounds at the start
@@ -58,6 +69,11 @@ NETS = {"small_digits": ("ebm_small", (8, 8, 1), {"width": 16}),
         "small_fmnist": ("ebm_small", (28, 28, 1), {}),
         "sngan32": ("ebm_sngan32", (32, 32, 3), {})}
 PRECISIONS = ("float32", "mixed_bfloat16")
+# --mode=paired (float32): the sampler; a second make_sampler of the same energy (an identical,
+# separate tf.function: the A/A control, whose ratio to the sampler shows what this machine can
+# resolve); langevin_sample traced for the one batch size (no dynamic-batch shape ops); the
+# paper's loop; the floor.
+PAIRED_VARIANTS = ("sampler", "sampler_copy", "sampler_static", "baseline", "floor")
 EPSILON = 5e-3
 TEMPERATURE = 1e-4
 
@@ -78,10 +94,16 @@ _MARGINAL = flags.DEFINE_bool("marginal", False,
                                "per-call fixed costs (the sampler's input checks and final "
                                "energies pass), which are reported apart")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 1024, "side of the square matmuls for the peak")
-_MODE = flags.DEFINE_enum("mode", "steps", ["steps", "ops"],
+_MODE = flags.DEFINE_enum("mode", "steps", ["steps", "ops", "paired"],
                           "steps: the Langevin table; ops: float32 vs bfloat16 time of the ops "
                           "a step is made of (conv forward, conv input gradient, ReLU/pool "
-                          "gradients) at layer shapes of the benchmarked networks")
+                          "gradients) at layer shapes of the benchmarked networks; paired: "
+                          "float32 speed ratios taken within shuffled rounds, with an A/A "
+                          "control (see PAIRED_VARIANTS), written to <output>_paired.json")
+_MIN_K = flags.DEFINE_integer("min_steps", 10, "--mode=paired: smallest K per call")
+_PAIRED_MAX_K = flags.DEFINE_integer("paired_max_steps", 400, "--mode=paired: largest K per call")
+_PAIRED_SEED = flags.DEFINE_integer("paired_seed", 0, "--mode=paired: seed of the round orders "
+                                    "and of the bootstrap intervals")
 _OUTPUT = flags.DEFINE_string("output", os.path.join(_ROOT, "bench", "results",
                                                      "langevin_bench.json"), "JSON output path")
 
@@ -463,6 +485,162 @@ def op_times(rounds: int) -> list:
   return rows
 
 
+def median_interval(values, rng, level: float = 0.95,
+                    resamples: int = 4000):
+  """Median of `values` and a percentile-bootstrap interval of the median.
+
+  Args:
+    values: 1-D sequence of floats (per-round ratios), at least 3.
+    rng: numpy Generator (fixed seed for a reproducible interval).
+    level: interval coverage in (0, 1).
+    resamples: bootstrap resamples.
+
+  Returns:
+    (median, low, high) floats.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  values = np.asarray(values, np.float64)
+  if values.ndim != 1 or values.size < 3:
+    raise ValueError(f"median_interval needs a 1-D sequence of >= 3 values; got shape "
+                     f"{values.shape}")
+  picks = rng.integers(0, values.size, size=(resamples, values.size))
+  medians = np.median(values[picks], axis=1)
+  tail = (1.0 - level) / 2.0
+  return (float(np.median(values)), float(np.quantile(medians, tail)),
+          float(np.quantile(medians, 1.0 - tail)))
+
+
+def paired_cell(net: str, batch: int, rounds: int, call_s: float, budget_s: float,
+                rng) -> dict:
+  """`--mode=paired`: PAIRED_VARIANTS of one (net, batch) in shuffled rounds; returns a row.
+
+  A cell whose estimated run time (5 variants x (rounds + 2) calls of at least --min_steps
+  steps, from one timed sampler step) exceeds `budget_s` is skipped (a row with `skipped`).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ebm_tf.mcmc import langevin  # pylint: disable=g-import-not-at-top
+  from ebm_tf import models  # pylint: disable=g-import-not-at-top
+
+  name, shape, kwargs = NETS[net]
+  energy = models.energy_fn(models.build_ebm(name, shape, **kwargs))
+  x = tf.random.stateless_uniform([batch, *shape], [0, batch], minval=-1.0, maxval=1.0)
+  seed = tf.constant([1, 2], tf.int32)
+  eps, temp = EPSILON, TEMPERATURE
+  sampler, sampler_copy = (langevin.make_sampler(energy, shape) for _ in range(2))
+  sampler(x, seed, 1, eps, temp)  # trace
+  began = time.perf_counter()
+  sampler(x, seed, 1, eps, temp).samples.numpy()
+  one_step = time.perf_counter() - began
+  k = int(min(_PAIRED_MAX_K.value, max(_MIN_K.value, round(call_s / one_step))))
+  estimate = len(PAIRED_VARIANTS) * (rounds + 2) * k * one_step
+  if estimate > budget_s:
+    return {"net": net, "model": name, "image_shape": list(shape), "batch": batch,
+            "skipped": f"estimated {estimate:.0f} s ({k} steps x {one_step:.3g} s x "
+                       f"{len(PAIRED_VARIANTS)} variants x {rounds + 2} calls) > the "
+                       f"{budget_s:.0f} s group budget"}
+  static = tf.function(lambda x: langevin.langevin_sample(
+      energy, x, seed, num_steps=k, step_size=eps, temperature=temp).samples)
+  baseline = make_langevin_update(energy, k, eps, temp)
+  floor = make_floor(energy, shape, temp)
+  calls = {
+      "sampler": lambda: sampler(x, seed, k, eps, temp).samples.numpy(),
+      "sampler_copy": lambda: sampler_copy(x, seed, k, eps, temp).samples.numpy(),
+      "sampler_static": lambda: static(x).numpy(),
+      "baseline": lambda: baseline(x)[0].numpy(),
+      "floor": lambda: floor(x, k).numpy(),
+  }
+  for call in calls.values():  # trace + warm-up
+    call()
+    call()
+  load_before = os.getloadavg()
+  times = {v: [] for v in PAIRED_VARIANTS}
+  order = list(PAIRED_VARIANTS)
+  for _ in range(rounds):
+    rng.shuffle(order)
+    for variant in order:
+      began = time.perf_counter()
+      calls[variant]()
+      times[variant].append(time.perf_counter() - began)
+  t = {v: np.asarray(times[v]) for v in PAIRED_VARIANTS}
+  ratio = lambda num, den: median_interval(t[num] / t[den], rng)
+  return {
+      "net": net, "model": name, "image_shape": list(shape), "batch": batch, "steps": k,
+      "rounds": rounds,
+      "ms_per_step_median": {v: float(np.median(t[v])) / k * 1e3 for v in PAIRED_VARIANTS},
+      # speed ratios, > 1: the variant is faster than the baseline (baseline time / its time)
+      "speed_vs_baseline": {v: ratio("baseline", v) for v in
+                            ("sampler", "sampler_copy", "sampler_static")},
+      # the A/A control: sampler_copy time / sampler time (1 = identical)
+      "aa_copy_over_sampler": ratio("sampler_copy", "sampler"),
+      "static_over_sampler": ratio("sampler_static", "sampler"),
+      # loop/floor: variant time / floor time
+      "loop_over_floor": {v: ratio(v, "floor") for v in ("sampler", "sampler_static",
+                                                         "baseline")},
+      "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
+  }
+
+
+def _interval(triple) -> str:
+  median, low, high = triple
+  return f"{median:.2f} [{low:.2f},{high:.2f}]"
+
+
+def _paired_table(rows) -> str:
+  """--mode=paired: the printed table: medians and 95% intervals of the paired ratios."""
+  header = (f"{'net':<13} {'batch':>5} {'K':>4} {'ms samp':>8} {'ms base':>8} {'ms floor':>8} "
+            f"{'A/A copy/samp':>18} {'samp speed/base':>18} {'static speed/base':>18} "
+            f"{'samp/floor':>18} {'load':>5}")
+  lines = ["paired per-round ratios, median [95% bootstrap interval]; speed/base > 1: faster "
+           "than the paper's loop; A/A: a second copy of the same sampler (the noise)",
+           header, "-" * len(header)]
+  for r in rows:
+    if "skipped" in r:
+      lines.append(f"{r['net']:<13} {r['batch']:>5}   skipped: {r['skipped']}")
+      continue
+    ms = r["ms_per_step_median"]
+    lines.append(
+        f"{r['net']:<13} {r['batch']:>5} {r['steps']:>4} {ms['sampler']:>8.2f} "
+        f"{ms['baseline']:>8.2f} {ms['floor']:>8.2f} "
+        f"{_interval(r['aa_copy_over_sampler']):>18} "
+        f"{_interval(r['speed_vs_baseline']['sampler']):>18} "
+        f"{_interval(r['speed_vs_baseline']['sampler_static']):>18} "
+        f"{_interval(r['loop_over_floor']['sampler']):>18} {r['load_avg_before'][0]:>5.1f}")
+  return "\n".join(lines)
+
+
+def _paired_main():
+  """--mode=paired over --nets x --batches; writes <output>_paired.json."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if _ROUNDS.value < 3:
+    raise app.UsageError(f"--mode=paired needs --rounds >= 3; got {_ROUNDS.value}")
+  budgets = dict(item.split(":") for item in _BUDGET.value)
+  rng = np.random.default_rng(_PAIRED_SEED.value)
+  began = time.perf_counter()
+  rows = []
+  for net in _NETS.value:
+    if net not in NETS:
+      raise app.UsageError(f"--nets: unknown network {net!r}; known: {list(NETS)}")
+    for batch in sorted(int(b) for b in _BATCHES.value):
+      if batch < 1:
+        raise app.UsageError(f"--batches must be positive integers; got {_BATCHES.value}")
+      rows.append(paired_cell(net, batch, _ROUNDS.value, _CALL_S.value,
+                              float(budgets.get(net, 1e9)), rng))
+      print(_paired_table(rows[-1:]).splitlines()[-1], flush=True)
+  print()
+  print(_paired_table(rows))
+  output = _OUTPUT.value.replace(".json", "_paired.json")
+  file_io.write_json_atomic(output, {
+      "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                  "tensorflow": tf.__version__},
+      "settings": {"epsilon": EPSILON, "temperature": TEMPERATURE, "rounds": _ROUNDS.value,
+                   "call_s": _CALL_S.value, "min_steps": _MIN_K.value,
+                   "max_steps": _PAIRED_MAX_K.value, "seed": _PAIRED_SEED.value,
+                   "group_budget_s": budgets},
+      "rows": rows, "wall_s": time.perf_counter() - began})
+  print(f"wrote {output} ({(time.perf_counter() - began) / 60:.1f} min)")
+
+
 def main(argv):
   del argv
   if _MODE.value == "ops":
@@ -476,6 +654,9 @@ def main(argv):
             "TF_ENABLE_ONEDNN_OPTS", "unset (TF default)"), "rows": rows,
         "wall_s": time.perf_counter() - began})
     print(f"wrote {output}")
+    return
+  if _MODE.value == "paired":
+    _paired_main()
     return
   for net in _NETS.value:
     if net not in NETS:
