@@ -71,9 +71,11 @@ NETS = {"small_digits": ("ebm_small", (8, 8, 1), {"width": 16}),
 PRECISIONS = ("float32", "mixed_bfloat16")
 # --mode=paired (float32): the sampler; a second make_sampler of the same energy (an identical,
 # separate tf.function: the A/A control, whose ratio to the sampler shows what this machine can
-# resolve); langevin_sample traced for the one batch size (no dynamic-batch shape ops); the
-# paper's loop; the floor.
-PAIRED_VARIANTS = ("sampler", "sampler_copy", "sampler_static", "baseline", "floor")
+# resolve); make_sampler(static_batch=True) (traced for the batch size: no dynamic-batch shape
+# ops; step settings still tensors); langevin_sample traced with everything constant (batch, K,
+# eps, T, as the paper's loop is); the paper's loop; the floor.
+PAIRED_VARIANTS = ("sampler", "sampler_copy", "sampler_static_batch", "sampler_static",
+                   "baseline", "floor")
 EPSILON = 5e-3
 TEMPERATURE = 1e-4
 
@@ -528,6 +530,7 @@ def paired_cell(net: str, batch: int, rounds: int, call_s: float, budget_s: floa
   seed = tf.constant([1, 2], tf.int32)
   eps, temp = EPSILON, TEMPERATURE
   sampler, sampler_copy = (langevin.make_sampler(energy, shape) for _ in range(2))
+  static_batch = langevin.make_sampler(energy, shape, static_batch=True)
   sampler(x, seed, 1, eps, temp)  # trace
   began = time.perf_counter()
   sampler(x, seed, 1, eps, temp).samples.numpy()
@@ -546,6 +549,7 @@ def paired_cell(net: str, batch: int, rounds: int, call_s: float, budget_s: floa
   calls = {
       "sampler": lambda: sampler(x, seed, k, eps, temp).samples.numpy(),
       "sampler_copy": lambda: sampler_copy(x, seed, k, eps, temp).samples.numpy(),
+      "sampler_static_batch": lambda: static_batch(x, seed, k, eps, temp).samples.numpy(),
       "sampler_static": lambda: static(x).numpy(),
       "baseline": lambda: baseline(x)[0].numpy(),
       "floor": lambda: floor(x, k).numpy(),
@@ -570,13 +574,15 @@ def paired_cell(net: str, batch: int, rounds: int, call_s: float, budget_s: floa
       "ms_per_step_median": {v: float(np.median(t[v])) / k * 1e3 for v in PAIRED_VARIANTS},
       # speed ratios, > 1: the variant is faster than the baseline (baseline time / its time)
       "speed_vs_baseline": {v: ratio("baseline", v) for v in
-                            ("sampler", "sampler_copy", "sampler_static")},
+                            ("sampler", "sampler_copy", "sampler_static_batch",
+                             "sampler_static")},
       # the A/A control: sampler_copy time / sampler time (1 = identical)
       "aa_copy_over_sampler": ratio("sampler_copy", "sampler"),
+      "static_batch_over_sampler": ratio("sampler_static_batch", "sampler"),
       "static_over_sampler": ratio("sampler_static", "sampler"),
       # loop/floor: variant time / floor time
-      "loop_over_floor": {v: ratio(v, "floor") for v in ("sampler", "sampler_static",
-                                                         "baseline")},
+      "loop_over_floor": {v: ratio(v, "floor") for v in ("sampler", "sampler_static_batch",
+                                                         "sampler_static", "baseline")},
       "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
   }
 
@@ -589,8 +595,8 @@ def _interval(triple) -> str:
 def _paired_table(rows) -> str:
   """--mode=paired: the printed table: medians and 95% intervals of the paired ratios."""
   header = (f"{'net':<13} {'batch':>5} {'K':>4} {'ms samp':>8} {'ms base':>8} {'ms floor':>8} "
-            f"{'A/A copy/samp':>18} {'samp speed/base':>18} {'static speed/base':>18} "
-            f"{'samp/floor':>18} {'load':>5}")
+            f"{'A/A copy/samp':>18} {'samp speed/base':>18} {'stbatch speed/base':>18} "
+            f"{'static speed/base':>18} {'samp/floor':>18} {'stbatch/floor':>18} {'load':>5}")
   lines = ["paired per-round ratios, median [95% bootstrap interval]; speed/base > 1: faster "
            "than the paper's loop; A/A: a second copy of the same sampler (the noise)",
            header, "-" * len(header)]
@@ -604,8 +610,11 @@ def _paired_table(rows) -> str:
         f"{ms['baseline']:>8.2f} {ms['floor']:>8.2f} "
         f"{_interval(r['aa_copy_over_sampler']):>18} "
         f"{_interval(r['speed_vs_baseline']['sampler']):>18} "
+        f"{_interval(r['speed_vs_baseline']['sampler_static_batch']):>18} "
         f"{_interval(r['speed_vs_baseline']['sampler_static']):>18} "
-        f"{_interval(r['loop_over_floor']['sampler']):>18} {r['load_avg_before'][0]:>5.1f}")
+        f"{_interval(r['loop_over_floor']['sampler']):>18} "
+        f"{_interval(r['loop_over_floor']['sampler_static_batch']):>18} "
+        f"{r['load_avg_before'][0]:>5.1f}")
   return "\n".join(lines)
 
 

@@ -327,6 +327,28 @@ class LangevinTest(tf.test.TestCase, parameterized.TestCase):
     eager = langevin.langevin_sample(energy_fn, x_a, seed, num_steps=2, step_size=0.1, tau=0.5)
     self.assertAllClose(first.samples, eager.samples, rtol=1e-6, atol=1e-6)
 
+  def test_make_sampler_static_batch(self):
+    # One trace per batch size, none for new step settings; bitwise the samples of the
+    # dynamic-batch sampler (the same ops, only the shapes are known at trace time).
+    energy_fn = _conv_energy(2, (4, 4, 1))
+    dynamic = langevin.make_sampler(energy_fn, (4, 4, 1), tau=0.5)
+    static = langevin.make_sampler(energy_fn, (4, 4, 1), static_batch=True, tau=0.5)
+    seed = tf.constant([1, 2], tf.int32)
+    for batch, settings in ((3, (2, 0.1, 1.0)), (5, (3, 0.2, 0.5)), (3, (4, 0.05, 2.0)),
+                            (5, (1, 0.1, 1.0))):
+      x = tf.random.stateless_uniform([batch, 4, 4, 1], seed=[1, batch], minval=-1.0,
+                                      maxval=1.0)
+      got, want = static(x, seed, *settings), dynamic(x, seed, *settings)
+      self.assertAllEqual(got.samples, want.samples)
+      self.assertAllEqual(got.energies, want.energies)
+      self.assertEqual(float(got.drift_norm), float(want.drift_norm))
+    self.assertEqual(static.experimental_get_tracing_count(), 2)
+    with self.assertRaisesRegex(ValueError, r"x_init must have shape \[B, 4, 4, 1\]; got "
+                                r"\(2, 4, 4, 3\)"):
+      static(tf.zeros([2, 4, 4, 3]), seed, 1, 0.1, 1.0)
+    with self.assertRaisesRegex(ValueError, "static_batch must be a bool; got 1"):
+      langevin.make_sampler(energy_fn, (4, 4, 1), static_batch=1)
+
   def test_make_sampler_jit_compile(self):
     energy_fn = lambda x: 0.5 * _sum_sq(x)
     x0 = tf.random.stateless_uniform([2, 3, 3, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
