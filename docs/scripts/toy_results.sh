@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The 2-D toy runs of docs/results.md section (e): for each toy, a shortrun and a longrun EBM
-# (flags/shortrun_toy.cfg, flags/longrun_toy.cfg with --dataset overridden), then 500 chains from
-# noise and 500 from exact samples run 100,000 steps with each model's own sampler, next to the
-# exact energy -log p run by the same sampler at the longrun step size (docs/scripts/toy_stability.py).
+# (flags/shortrun_toy.cfg with --dataset overridden; the toy's own longrun preset:
+# flags/longrun_toy.cfg for eight Gaussians, flags/longrun_toy_<toy>.cfg for the others, whose step
+# sizes differ), then 500 chains from noise and 500 from exact samples run 100,000 steps with each
+# model's own sampler, next to the exact energy -log p run by the same sampler at the longrun step
+# size (docs/scripts/toy_stability.py).
 # Usage: bash docs/scripts/toy_results.sh [train|eval|all] [toy ...]
 #   toys: eight_gaussians two_rings checkerboard_smooth (default: all three)
 # Each training run resumes when re-run. On 2 idle CPU cores a toy takes about 15 min to train
@@ -14,11 +16,13 @@ step=${1:-all}
 shift || true
 toys=("$@")
 [ ${#toys[@]} -gt 0 ] || toys=(eight_gaussians two_rings checkerboard_smooth)
-LONGRUN_EPS=$(sed -n 's/^--epsilon=//p' flags/longrun_toy.cfg)
 for toy in "${toys[@]}"; do
+  longrun_cfg=flags/longrun_toy_$toy.cfg
+  [[ $toy == eight_gaussians ]] && longrun_cfg=flags/longrun_toy.cfg
+  LONGRUN_EPS=$(sed -n 's/^--epsilon=//p' "$longrun_cfg")
   if [[ $step == train || $step == all ]]; then
     $P -m ebm_tf.train --flagfile=flags/shortrun_toy.cfg --dataset=toy_$toy --model_dir=runs/toys/shortrun_$toy
-    $P -m ebm_tf.train --flagfile=flags/longrun_toy.cfg --dataset=toy_$toy --model_dir=runs/toys/longrun_$toy
+    $P -m ebm_tf.train --flagfile="$longrun_cfg" --model_dir=runs/toys/longrun_$toy
   fi
   if [[ $step == eval || $step == all ]]; then
     $P docs/scripts/toy_stability.py \
