@@ -7,8 +7,8 @@
 # size (docs/scripts/toy_stability.py).
 # Usage: bash docs/scripts/toy_results.sh [train|eval|all] [toy ...]
 #   toys: eight_gaussians two_rings checkerboard_smooth (default: all three)
-# Each training run resumes when re-run. On 2 idle CPU cores a toy takes about 15 min to train
-# both models; the evaluation is ~1000 chains x 100,000 steps per model (~30 min per 128-wide MLP).
+# Each training run resumes when re-run. On 2 CPU cores (2-3 jobs at once) a longrun toy model takes
+# 14-19 min to train and its 1,000 chains x 100,000 steps 7-15 min (session 6).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=.venv/bin/python
