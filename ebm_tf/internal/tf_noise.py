@@ -39,9 +39,12 @@ def quiet_requested(argv) -> bool:
 
 # What TensorFlow's import prints to fd 2 before its C++ logging is initialised (so
 # TF_CPP_MIN_LOG_LEVEL cannot hide it) on a machine without CUDA drivers.
+# On CPUs where TensorFlow turns oneDNN on by default (e.g. with AVX-512) it also announces
+# that here ("oneDNN custom operations are on ...").
 _IMPORT_NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|"
                            r"cudart_stub\.cc:\d+\] Could not find cuda drivers|"
-                           r"cuda_(driver|diagnostics|executor)\.cc:\d+\]|failed call to cuInit")
+                           r"cuda_(driver|diagnostics|executor)\.cc:\d+\]|failed call to cuInit|"
+                           r"port\.cc:\d+\] oneDNN custom operations are on")
 
 
 def _import_tensorflow_filtering_noise() -> None:
