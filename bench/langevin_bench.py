@@ -501,7 +501,6 @@ def median_interval(values, rng, level: float = 0.95,
     (median, low, high) floats.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   values = np.asarray(values, np.float64)
   if values.ndim != 1 or values.size < 3:
     raise ValueError(f"median_interval needs a 1-D sequence of >= 3 values; got shape "
@@ -517,7 +516,7 @@ def paired_cell(net: str, batch: int, rounds: int, call_s: float, budget_s: floa
                 rng) -> dict:
   """`--mode=paired`: PAIRED_VARIANTS of one (net, batch) in shuffled rounds; returns a row.
 
-  A cell whose estimated run time (5 variants x (rounds + 2) calls of at least --min_steps
+  A cell whose estimated run time (len(PAIRED_VARIANTS) x (rounds + 2) calls of at least --min_steps
   steps, from one timed sampler step) exceeds `budget_s` is skipped (a row with `skipped`).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -624,6 +623,9 @@ def _paired_main():
   if _ROUNDS.value < 3:
     raise app.UsageError(f"--mode=paired needs --rounds >= 3; got {_ROUNDS.value}")
   budgets = dict(item.split(":") for item in _BUDGET.value)
+  missing = [net for net in _NETS.value if net not in budgets]
+  if missing:
+    raise app.UsageError(f"--group_budget_s has no budget for {missing}")
   rng = np.random.default_rng(_PAIRED_SEED.value)
   began = time.perf_counter()
   rows = []
@@ -634,7 +636,7 @@ def _paired_main():
       if batch < 1:
         raise app.UsageError(f"--batches must be positive integers; got {_BATCHES.value}")
       rows.append(paired_cell(net, batch, _ROUNDS.value, _CALL_S.value,
-                              float(budgets.get(net, 1e9)), rng))
+                              float(budgets[net]), rng))
       print(_paired_table(rows[-1:]).splitlines()[-1], flush=True)
   print()
   print(_paired_table(rows))
