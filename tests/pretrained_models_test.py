@@ -29,6 +29,7 @@ import tensorflow as tf
 from ebm_tf.classifier import classifier_config
 from ebm_tf.classifier import classifier_lib
 from ebm_tf.data import datasets
+from ebm_tf.data import fashion_mnist_idx
 from ebm_tf.defense import purify
 from ebm_tf.evaluation import fid
 from ebm_tf.evaluation import sampling
@@ -127,6 +128,18 @@ class ShippedModelsTest(parameterized.TestCase):
       expected.pop(field, None)
     self.assertEqual(shipped, expected)
 
+  def _load_array(self, dataset, split):
+    """The split from the default data_dir; Fashion-MNIST is prepared into the test's temp dir
+    from the local IDX files where the default has none (Bazel's sandbox has no ~)."""
+    try:
+      return datasets.load_array(dataset, split)
+    except datasets.DatasetNotPreparedError:
+      if dataset != "fashion_mnist":
+        raise
+      data_dir = self.create_tempdir().full_path
+      fashion_mnist_idx.prepare(data_dir)
+      return datasets.load_array(dataset, split, data_dir=data_dir)
+
   @parameterized.named_parameters(*[(n, n) for n in _SHIPPED])
   def test_does_what_it_is_for(self, name):
     card = pretrained.read_card(_dir(name))
@@ -134,7 +147,7 @@ class ShippedModelsTest(parameterized.TestCase):
     if regime == "classifier":
       model, config = classifier_lib.load_classifier(_dir(name), "best")
       best = classifier_lib.read_best(_dir(name))
-      images, labels = datasets.load_array(config.dataset, best["split"])
+      images, labels = self._load_array(config.dataset, best["split"])
       accuracy = classifier_lib.evaluate(model, images, labels)
       self.assertAlmostEqual(accuracy, best["accuracy"], places=5)
       self.assertGreaterEqual(accuracy, 0.9)
