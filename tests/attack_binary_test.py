@@ -87,7 +87,7 @@ class AttackBinaryTest(absltest.TestCase):
     seeds = [_read(os.path.join(out, f"seed{k}.json")) for k in (0, 1)]
     self.assertEqual(summary["num_images"], 6)
     self.assertEqual((summary["defense"], summary["attack"]), ("purify", "bpda_eot"))
-    self.assertEqual(summary["settings"]["eps_255"], 64.0)  # from the preset
+    self.assertEqual(summary["settings"]["eps_255"], 48.0)  # from the preset
     self.assertEqual(summary["settings"]["purify_steps"], 3)  # overridden
     self.assertGreater(summary["compute_seconds"], 0)
     robust = [s["robust_accuracy"]["value"] for s in seeds]
@@ -164,7 +164,7 @@ class AttackBinaryTest(absltest.TestCase):
     self.assertEqual((summary["attack"], summary["attack_method"]), ("bpda_eot", "mim"))
     self.assertEqual(summary["settings"]["attack_method"], "mim")
     self.assertFalse(summary["settings"]["random_start"])
-    self.assertEqual(summary["settings"]["eps_255"], 64.0)  # from flags/defense_digits.cfg
+    self.assertEqual(summary["settings"]["eps_255"], 48.0)  # from flags/defense_digits.cfg
     self.assertLen(summary["per_seed"][0]["accuracy_curve"], 2 + 2)
     self.assertIn("method mim", first.stdout)
     other = _attack(*args, "--attack_method=bim")
@@ -176,7 +176,7 @@ class AttackBinaryTest(absltest.TestCase):
     out = self.create_tempdir().full_path
     result = _attack("--flagfile=flags/defense_digits.cfg", *self.models, "--defense=none",
                      f"--output_dir={out}", "--num_images=32", "--batch_size=32",
-                     "--adv_steps=5")
+                     "--adv_steps=5", "--eps_255=64", "--step_size_255=16")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     summary = _read(os.path.join(out, "summary.json"))
     self.assertEqual(summary["attack"], "pgd")
@@ -223,8 +223,8 @@ class AttackBinaryTest(absltest.TestCase):
                      ["cifar10", "test", True, 640, 64, 8.0, 2.0, 50, True, 48, 128, 2000,
                       0.01, 1e-4, "purify", "bpda_eot", [0, 1]])
     self.assertEqual([configs["digits"][k] for k in keys],
-                     ["digits", "test", True, 256, 64, 64.0, 16.0, 20, True, 8, 16, 1000,
-                      1.25e-2, 1e-4, "purify", "bpda_eot", [0, 1]])
+                     ["digits", "test", True, 256, 64, 48.0, 12.0, 20, True, 8, 16, 150,
+                      1.25e-2, 1e-5, "purify", "bpda_eot", [0, 1]])
     self.assertEqual(configs["fashion_mnist"]["purify_steps"], 2000)  # K/p = 100/0.05
     self.assertEqual(configs["fashion_mnist"]["dataset"], "fashion_mnist")
     # Without a preset the purifier's Langevin settings are unset (the EBM run's) unless given.
