@@ -1,11 +1,12 @@
 r"""Relative difference between the exact and the BPDA input gradient of a purification.
 
   .venv/bin/python docs/scripts/exact_vs_bpda_gradient.py --ebm_dir=RUN \
-      [--classifier_dir=CLF] [--num_images=16] [--purify_steps=1000] [--num_repeats=2]
+      [--classifier_dir=CLF] [--num_images=16] [--purify_steps=1000] [--num_repeats=2] \
+      [--step_size=1.25e-2] [--temperature=1e-4]
 
-For the first --num_images digits test images (the attack's shuffled order, shuffle_seed 0),
-computes d loss / d images through a --purify_steps purification (eps 1.25e-2, T 1e-4, the
-defense's settings) with `exact_gradient.exact_gradient_purify` and with BPDA
+For the first --num_images test images of the EBM run's dataset (the attack's shuffled order,
+shuffle_seed 0), computes d loss / d images through a --purify_steps purification (step
+--step_size, temperature --temperature: the defense's settings) with `exact_gradient.exact_gradient_purify` and with BPDA
 (`attacks.bpda_purify`), the loss being the classifier's cross-entropy at the purified images
 (or, without a classifier, a fixed random linear functional), and prints
 ||g_exact - g_bpda|| / ||g_bpda|| and the fraction of gradient signs that differ (what a PGD
@@ -33,6 +34,8 @@ _CLF = flags.DEFINE_string("classifier_dir", "", "an ebm_tf.train_classifier run
 _N = flags.DEFINE_integer("num_images", 16, "images")
 _STEPS = flags.DEFINE_integer("purify_steps", 1000, "Langevin steps")
 _REPS = flags.DEFINE_integer("num_repeats", 2, "EOT repeats")
+_STEP = flags.DEFINE_float("step_size", 1.25e-2, "Langevin step size eps")
+_TEMP = flags.DEFINE_float("temperature", 1e-4, "purification temperature T")
 
 
 def _softplus_copy(model: keras.Model) -> keras.Model:
@@ -50,18 +53,18 @@ def _softplus_copy(model: keras.Model) -> keras.Model:
 
 def main(argv):
   del argv
-  ebm, _, path = runs.restore_ebm(_EBM.value)
-  images, labels, _ = defense_eval.select_images("digits", "test", _N.value)
+  ebm, config, path = runs.restore_ebm(_EBM.value)
+  images, labels, _ = defense_eval.select_images(config.dataset, "test", _N.value)
   x = tf.constant(images)
   if _CLF.value:
     classifier, _ = classifier_lib.load_classifier(_CLF.value, "best")
     loss = lambda p: tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        np.tile(labels, _REPS.value), classifier(tf.reshape(p, [-1, 8, 8, 1]), training=False)))
+        np.tile(labels, _REPS.value), classifier(tf.reshape(p, [-1, *images.shape[1:]]), training=False)))
   else:
     c = tf.random.stateless_normal([_REPS.value, *x.shape], [2, 3])
     loss = lambda p: tf.reduce_sum(c * p)
   seed = tf.constant([0, 0], tf.int32)
-  settings = dict(num_steps=_STEPS.value, step_size=1.25e-2, temperature=1e-4,
+  settings = dict(num_steps=_STEPS.value, step_size=_STEP.value, temperature=_TEMP.value,
                   num_repeats=_REPS.value)
   results = {"ebm_dir": _EBM.value, "checkpoint": path, "classifier_dir": _CLF.value,
              "num_images": _N.value, **settings}
