@@ -378,6 +378,11 @@ _PAPER_DEFENSE = {
 }
 
 
+# Defense presets that purify colder than their midrun EBM trained, each measured:
+# digits, 1e-5 against 1e-4 (docs/defense_results.md, "Current result"; the MIM preset includes it).
+_COLDER_PURIFICATION = {"defense_digits": 1e-5, "defense_digits_mim": 1e-5}
+
+
 class DefensePresetFastTest(parameterized.TestCase):
 
   def test_paper_presets_are_present(self):
@@ -406,14 +411,16 @@ class DefensePresetFastTest(parameterized.TestCase):
   def test_matches_the_midrun_preset_of_its_dataset(self, name):
     """The EBM a defense preset purifies with is trained by the midrun preset of its dataset:
     same image shape (a keras.applications classifier takes the EBM's images), and it purifies at
-    the training temperature or colder (digits: 1e-5 against 1e-4, docs/defense_results.md)."""
+    the training temperature unless _COLDER_PURIFICATION names a measured colder one."""
     config = _defense_config(name)
     part = [k for k, v in _DATASET_OF_NAME.items() if v == config.dataset][0]
     midrun = _train_config(f"midrun_{part}")
     self.assertEqual(midrun.dataset, config.dataset)
     image_size = config.image_size if config.image_size is not None else midrun.image_size
     self.assertEqual(datasets.image_shape(config.dataset, image_size), _shape(midrun))
-    self.assertLessEqual(config.mcmc_temp, midrun.mcmc_temp)
+    expected = _COLDER_PURIFICATION.get(name, midrun.mcmc_temp)
+    self.assertLessEqual(expected, midrun.mcmc_temp)
+    self.assertEqual(config.mcmc_temp, expected)
     if config.classifier:
       name = keras_app_classifier.parse_spec(config.classifier)
       self.assertEqual(_shape(midrun)[-1], 3)

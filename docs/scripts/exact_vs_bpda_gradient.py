@@ -6,9 +6,10 @@ r"""Relative difference between the exact and the BPDA input gradient of a purif
 
 For the first --num_images test images of the EBM run's dataset (the attack's shuffled order,
 shuffle_seed 0), computes d loss / d images through a --purify_steps purification (step
---step_size, temperature --temperature: the defense's settings) with `exact_gradient.exact_gradient_purify` and with BPDA
-(`attacks.bpda_purify`), the loss being the classifier's cross-entropy at the purified images
-(or, without a classifier, a fixed random linear functional), and prints
+--step_size, temperature --temperature: the defense's settings) with
+`exact_gradient.exact_gradient_purify` and with BPDA (`attacks.bpda_purify`), the loss being the
+classifier's cross-entropy at the purified images (or, without a classifier, a fixed random
+linear functional), and prints
 ||g_exact - g_bpda|| / ||g_bpda|| and the fraction of gradient signs that differ (what a PGD
 step uses). A control on the same images swaps the EBM's ReLUs for softplus (same weights), a
 smooth energy whose Hessian does not vanish.
@@ -59,7 +60,8 @@ def main(argv):
   if _CLF.value:
     classifier, _ = classifier_lib.load_classifier(_CLF.value, "best")
     loss = lambda p: tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        np.tile(labels, _REPS.value), classifier(tf.reshape(p, [-1, *images.shape[1:]]), training=False)))
+        np.tile(labels, _REPS.value),
+        classifier(tf.reshape(p, [-1, *images.shape[1:]]), training=False)))
   else:
     c = tf.random.stateless_normal([_REPS.value, *x.shape], [2, 3])
     loss = lambda p: tf.reduce_sum(c * p)
