@@ -37,6 +37,7 @@ def main(out_path: str) -> None:
   from ebm_tf.training import train_lib  # pylint: disable=g-import-not-at-top
 
   distribute.split_cpu(2)
+  tf.config.experimental.enable_op_determinism()  # Same sums in the same order on every run.
   rng = np.random.default_rng(1234)
   shape = (8, 8, 1)
   data_images = rng.uniform(-1.0, 1.0, (BATCH,) + shape).astype(np.float32)
