@@ -502,8 +502,11 @@ class Trainer:
       writer.hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                       for k, v in dataclasses.asdict(c).items()})
       self._write_grids(writer, start)
-    progress = summaries.Progress(c.train_steps, start_step=start, every_n_steps=c.log_every,
-                                  log=self.is_chief)
+    def new_progress(first_step):
+      return summaries.Progress(c.train_steps, start_step=first_step, every_n_steps=c.log_every,
+                                log=self.is_chief)
+
+    progress = new_progress(start)
     iterator = self._iterator or self.make_iterator(resume_step=start)
     failures = 0
     last = {}
@@ -519,6 +522,7 @@ class Trainer:
               f"stopping. The last good checkpoint is {self.checkpointer.latest_path}; lower "
               "the learning rate or epsilon, or raise --max_divergence_restarts")
         step = self._recover(problem, step + 1, writer)
+        progress = new_progress(step)  # The steps after the restored one are run (and logged) again.
         continue
       step += 1
       last = metrics

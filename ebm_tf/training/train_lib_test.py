@@ -239,6 +239,32 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(all(np.all(np.isfinite(v.numpy())) for v in trainer.ebm.variables))
     self.assertTrue(all(np.isfinite(v) for v in metrics.values()))
 
+  def test_divergence_guard_rewinds_past_logged_steps(self):
+    # Steps 4 and 5 are logged (log_every 1) and not checkpointed (every 3): a divergence at
+    # step 6 restores ckpt-3, and training must log steps 4 to 6 again instead of failing.
+    model_dir = self.create_tempdir().full_path
+    trainer = train_lib.Trainer(_config(model_dir, train_steps=6, checkpoint_every=3,
+                                        divergence_lr_factor=0.5))
+    real_step = trainer.train_step
+    injected = []
+
+    def step_with_nan_once(iterator):
+      if int(trainer.step.numpy()) == 5 and not injected:
+        kernel = trainer.ebm.trainable_variables[0]
+        kernel.assign(tf.fill(kernel.shape, float("nan")))
+        injected.append(True)
+      return real_step(iterator)
+
+    trainer.train_step = step_with_nan_once
+    with self.assertLogs(level="INFO") as logs:
+      trainer.train()
+    self.assertTrue(injected)
+    self.assertTrue(any("divergence at step 6" in line and "(step 3)" in line
+                        for line in logs.output), logs.output)
+    self.assertEqual(int(trainer.step.numpy()), 6)
+    self.assertEqual(int(trainer.restarts.numpy()), 1)
+    self.assertTrue(any("step 6/6" in line for line in logs.output), logs.output)
+
   def test_divergence_guard_stops_after_repeated_failures(self):
     def nan_data(unused_context):
       images = tf.fill([8, 8, 8, 1], float("nan"))
