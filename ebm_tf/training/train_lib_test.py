@@ -22,6 +22,23 @@ def _config(model_dir, **overrides):
   return config_lib.TrainConfig(**values)
 
 
+def _poison_weights_once(trainer, at_step):
+  """Makes `trainer.train_step` set the EBM's first kernel to NaN once, when the trainer's step
+  counter is `at_step`; returns a list that holds True once it happened."""
+  real_step = trainer.train_step
+  injected = []
+
+  def step_with_nan_once(iterator):
+    if int(trainer.step.numpy()) == at_step and not injected:
+      kernel = trainer.ebm.trainable_variables[0]
+      kernel.assign(tf.fill(kernel.shape, float("nan")))
+      injected.append(True)
+    return real_step(iterator)
+
+  trainer.train_step = step_with_nan_once
+  return injected
+
+
 class MlLossTest(tf.test.TestCase):
 
   def test_value_and_replica_scaling(self):
@@ -216,17 +233,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
   def test_divergence_guard_restores_and_lowers_lr(self):
     model_dir = self.create_tempdir().full_path
     trainer = train_lib.Trainer(_config(model_dir, train_steps=4, divergence_lr_factor=0.5))
-    real_step = trainer.train_step
-    injected = []
-
-    def step_with_nan_once(iterator):
-      if int(trainer.step.numpy()) == 2 and not injected:
-        kernel = trainer.ebm.trainable_variables[0]
-        kernel.assign(tf.fill(kernel.shape, float("nan")))
-        injected.append(True)
-      return real_step(iterator)
-
-    trainer.train_step = step_with_nan_once
+    injected = _poison_weights_once(trainer, at_step=2)
     with self.assertLogs(level="WARNING") as logs:
       metrics = trainer.train()
     self.assertTrue(injected)
@@ -245,17 +252,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     model_dir = self.create_tempdir().full_path
     trainer = train_lib.Trainer(_config(model_dir, train_steps=6, checkpoint_every=3,
                                         divergence_lr_factor=0.5))
-    real_step = trainer.train_step
-    injected = []
-
-    def step_with_nan_once(iterator):
-      if int(trainer.step.numpy()) == 5 and not injected:
-        kernel = trainer.ebm.trainable_variables[0]
-        kernel.assign(tf.fill(kernel.shape, float("nan")))
-        injected.append(True)
-      return real_step(iterator)
-
-    trainer.train_step = step_with_nan_once
+    injected = _poison_weights_once(trainer, at_step=5)
     with self.assertLogs(level="INFO") as logs:
       trainer.train()
     self.assertTrue(injected)
