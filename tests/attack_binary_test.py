@@ -226,7 +226,8 @@ class AttackBinaryTest(absltest.TestCase):
                      ["digits", "test", True, 256, 64, 48.0, 12.0, 20, True, 8, 16, 150,
                       1.25e-2, 1e-5, "purify", "bpda_eot", [0, 1]])
     # The measured setting (docs/defense_results.md), not the midrun chain age K/p = 2,000.
-    self.assertEqual([configs["fashion_mnist"][k] for k in ("purify_steps", "mcmc_temp", "eps_255")],
+    fashion = configs["fashion_mnist"]
+    self.assertEqual([fashion[k] for k in ("purify_steps", "mcmc_temp", "eps_255")],
                      [150, 1e-4, 24.0])
     self.assertEqual(configs["fashion_mnist"]["dataset"], "fashion_mnist")
     # Without a preset the purifier's Langevin settings are unset (the EBM run's) unless given.

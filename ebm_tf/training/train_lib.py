@@ -522,7 +522,7 @@ class Trainer:
               f"stopping. The last good checkpoint is {self.checkpointer.latest_path}; lower "
               "the learning rate or epsilon, or raise --max_divergence_restarts")
         step = self._recover(problem, step + 1, writer)
-        progress = new_progress(step)  # The steps after the restored one are run (and logged) again.
+        progress = new_progress(step)  # Steps after the restored one run (and log) again.
         continue
       step += 1
       last = metrics
