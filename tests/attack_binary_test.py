@@ -227,9 +227,8 @@ class AttackBinaryTest(absltest.TestCase):
                       1.25e-2, 1e-5, "purify", "bpda_eot", [0, 1]])
     # The measured setting (docs/defense_results.md), not the midrun chain age K/p = 2,000.
     fashion = configs["fashion_mnist"]
-    self.assertEqual([fashion[k] for k in ("purify_steps", "mcmc_temp", "eps_255")],
-                     [150, 1e-4, 24.0])
-    self.assertEqual(configs["fashion_mnist"]["dataset"], "fashion_mnist")
+    self.assertEqual([fashion[k] for k in ("dataset", "purify_steps", "mcmc_temp", "eps_255")],
+                     ["fashion_mnist", 150, 1e-4, 24.0])
     # Without a preset the purifier's Langevin settings are unset (the EBM run's) unless given.
     self.assertEqual((configs["none"]["epsilon"], configs["none"]["mcmc_temp"]), (None, 2e-4))
     self.assertEqual(configs["negative_eps"]["error"],
