@@ -13,15 +13,11 @@ against the training split, energies relative to the data's), into OUT/stability
 Used for docs/results.md (b), session 10.
 """
 
-import os
-
 from absl import app
 from absl import flags
 
 from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 
-from ebm_tf.data import datasets
-from ebm_tf.evaluation import fid
 from ebm_tf.evaluation import sampling
 from ebm_tf.evaluation import stability
 
@@ -46,20 +42,10 @@ def main(argv):
                       seed=_SEED.value, record_steps=[int(s) for s in _RECORD_STEPS.value],
                       segment_steps=5000, batch_size=len(initial),
                       settings=dict(continued_from=_JOB_DIR.value, from_step=_FROM_STEP.value))
-  c = model.run_config
-  extractor = fid.make_extractor("classifier", _CLASSIFIER_DIR.value)
-  count = len(initial)
-  reference = fid.reference_stats(extractor, c.dataset, count, split="train",
-                                  cache_dir=os.path.join(_OUTPUT_DIR.value, "reference_stats"))
-  data_energy = stability.energy_reference(sampling.batched_energies(
-      model.energy_fn, datasets.load_array(c.dataset, "train", max_examples=count)[0]))
-  heldout, _ = datasets.load_array(c.dataset, "test", max_examples=count)
-  data_metrics = stability.data_reference_metrics(
-      heldout, sampling.batched_energies(model.energy_fn, heldout), extractor=extractor,
-      reference=reference, data_energy=data_energy)
-  result = stability.evaluate_snapshots(_OUTPUT_DIR.value, extractor=extractor,
-                                        reference=reference, data_energy=data_energy,
-                                        data_metrics=data_metrics)
+  result = stability.score_job(
+      _OUTPUT_DIR.value, model,
+      stability.MetricsConfig(feature="classifier", classifier_dir=_CLASSIFIER_DIR.value),
+      len(initial))
   print(stability.format_table({f"continued from {_FROM_STEP.value}": result}))
 
 

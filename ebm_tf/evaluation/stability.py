@@ -236,6 +236,39 @@ class MetricsConfig:
       raise ValueError(f"--reference_count must be an int >= 0; got {self.reference_count!r}")
 
 
+def score_job(output_dir: str, model: sampling.SamplingModel, metrics: MetricsConfig,
+              num_samples: int) -> Dict[str, Any]:
+  """Scores every snapshot in a sampling job's `output_dir` (`evaluate_snapshots`) against the
+  reference and held-out data of the model's dataset.
+
+  Args:
+    output_dir: a `sampling` job directory (samples_<step>.npz files).
+    model: the job's model (`sampling.load_model`): its energies and run config.
+    metrics: how to score.
+    num_samples: int >= 1, the job's chain count (reference and held-out counts default to it).
+
+  Returns:
+    The `evaluate_snapshots` result.
+  """
+  c = model.run_config
+  extractor = fid.make_extractor(metrics.feature, metrics.classifier_dir or None)
+  count = metrics.reference_count or num_samples
+  cache_dir = metrics.cache_dir or os.path.join(output_dir, "reference_stats")
+  reference = fid.reference_stats(extractor, c.dataset, count, split=metrics.reference_split,
+                                  data_dir=c.data_dir, image_size=c.image_size,
+                                  cache_dir=cache_dir)
+  data_energy = energy_reference(sampling.batched_energies(
+      model.energy_fn, datasets.load_array(c.dataset, metrics.reference_split, max_examples=count,
+                                       data_dir=c.data_dir, image_size=c.image_size)[0]))
+  heldout, _ = datasets.load_array(c.dataset, metrics.heldout_split, max_examples=num_samples,
+                                   data_dir=c.data_dir, image_size=c.image_size)
+  data_metrics = data_reference_metrics(
+      heldout, sampling.batched_energies(model.energy_fn, heldout), extractor=extractor,
+      reference=reference, data_energy=data_energy)
+  return evaluate_snapshots(output_dir, extractor=extractor, reference=reference,
+                            data_energy=data_energy, data_metrics=data_metrics)
+
+
 def evaluate(sample_config: sampling.SampleConfig, metrics: MetricsConfig) -> Dict[str, Any]:
   """Runs (or resumes) the sampling job, scores every snapshot, writes stability.json/.png.
 
@@ -244,25 +277,7 @@ def evaluate(sample_config: sampling.SampleConfig, metrics: MetricsConfig) -> Di
   """
   model = sampling.load_job_model(sample_config)
   summary = sampling.sample(sample_config, model)
-  c = model.run_config
-  extractor = fid.make_extractor(metrics.feature, metrics.classifier_dir or None)
-  count = metrics.reference_count or sample_config.num_samples
-  cache_dir = metrics.cache_dir or os.path.join(sample_config.output_dir, "reference_stats")
-  reference = fid.reference_stats(extractor, c.dataset, count, split=metrics.reference_split,
-                                  data_dir=c.data_dir, image_size=c.image_size,
-                                  cache_dir=cache_dir)
-  data_energy = energy_reference(sampling.batched_energies(
-      model.energy_fn, datasets.load_array(c.dataset, metrics.reference_split, max_examples=count,
-                                       data_dir=c.data_dir, image_size=c.image_size)[0]))
-  heldout, _ = datasets.load_array(c.dataset, metrics.heldout_split,
-                               max_examples=sample_config.num_samples, data_dir=c.data_dir,
-                               image_size=c.image_size)
-  data_metrics = data_reference_metrics(heldout, sampling.batched_energies(model.energy_fn, heldout),
-                                        extractor=extractor, reference=reference,
-                                        data_energy=data_energy)
-  result = evaluate_snapshots(sample_config.output_dir, extractor=extractor,
-                              reference=reference, data_energy=data_energy,
-                              data_metrics=data_metrics)
+  result = score_job(sample_config.output_dir, model, metrics, sample_config.num_samples)
   plot_curves({os.path.basename(os.path.normpath(sample_config.model_dir)): result},
               os.path.join(sample_config.output_dir, PLOT_FILENAME),
               title=f"{sample_config.model_dir} ({summary['init']} init)")

@@ -7,6 +7,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from ebm_tf.data import datasets
 from ebm_tf.evaluation import fid
 from ebm_tf.evaluation import sampling
 from ebm_tf.evaluation import stability
@@ -139,6 +140,32 @@ class GaussianSignatureTest(tf.test.TestCase):
     self.assertEqual(len(table.splitlines()), 2 + 1 + 3)
     with self.assertRaisesRegex(ValueError, "at least one curve"):
       stability.plot_curves({}, os.path.join(out, "q.png"))
+
+  def test_score_job_uses_the_reference_and_heldout_splits_of_the_models_dataset(self):
+    out = self.create_tempdir().full_path
+    energy = lambda x: tf.reduce_sum(tf.square(x), axis=[1, 2, 3])
+    model = sampling.SamplingModel(
+        run_config=config_lib.TrainConfig(dataset="digits"), checkpoint_path="closed-form",
+        image_shape=(8, 8, 1), energy_fn=energy, langevin_kwargs={}, step_size=0.01,
+        temperature=1.0)
+    train = datasets.load_array("digits", "train", max_examples=16)[0]
+    test = datasets.load_array("digits", "test", max_examples=16)[0]
+    sampling.run_chains(model, train, num_steps=5, output_dir=out, seed=0, record_steps=(0,),
+                        segment_steps=5, batch_size=16)
+    extractor = _FlatFeatures()
+    with mock.patch.object(fid, "make_extractor", return_value=extractor) as make:
+      result = stability.score_job(
+          out, model, stability.MetricsConfig(feature="classifier", classifier_dir="clf"), 16)
+    make.assert_called_once_with("classifier", "clf")
+    self.assertEqual(result["num_reference"], 16)
+    self.assertEqual([row["step"] for row in result["rows"]], [0, 5])
+    # Step 0 holds the first 16 training images, the reference set itself.
+    self.assertAllClose(result["rows"][0]["fd"], 0.0, atol=1e-3)
+    reference = fid.compute_stats(_FlatFeatures(), np.clip(train, -1, 1))
+    expected_heldout = fid.frechet_distance(fid.compute_stats(_FlatFeatures(), test), reference)
+    self.assertAllClose(result["data"]["fd"], expected_heldout, rtol=1e-5)
+    self.assertAllClose(result["data_energy"]["mean"], np.mean(energy(train).numpy()),
+                        rtol=1e-6)
 
   def test_no_snapshots(self):
     with self.assertRaisesRegex(FileNotFoundError, "run ebm_tf.sample first"):
