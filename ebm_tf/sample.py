@@ -7,7 +7,8 @@ A longrun correction run samples its prior + correction energy (the prior is res
 run's own checkpoint); `--joint_temperature` > 1 samples slightly hotter, as the paper's longrun
 FID (1.005 to 1.01). Chains run in chunks of --batch_size and in segments of --segment_steps;
 after each segment the chain states are saved, so re-running the same command after a stop
-resumes. OUT receives samples_<step>.npz (images unclipped, energies) and .png grids at each
+resumes, and re-running it with a larger --num_steps (and further --record_steps) continues a
+finished job, equal to a longer job run at once. OUT receives samples_<step>.npz (images unclipped, energies) and .png grids at each
 --record_steps and at the end, trajectory.json (mean energy, drift, saturation per segment) and
 sample_settings.json. See `ebm_tf.evaluation.sampling`.
 """

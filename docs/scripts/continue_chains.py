@@ -10,7 +10,9 @@ other than the job's, so the first segment's noise is not replayed) samples the 
 a longer job would. Steps in the output are counted from the continuation's start (step s here =
 step from_step + s of the chains). Scores as `ebm_tf.evaluate_stability` does (classifier FD
 against the training split, energies relative to the data's), into OUT/stability.json.
-Used for docs/results.md (b), session 10.
+Used for docs/results.md (b), session 10, and kept as the record of how those numbers were made.
+Since session 11 a finished job continues in place instead: run the same `evaluate_stability`
+(or `sample`) command with a larger --num_steps (its noise then continues the job's own seed).
 """
 
 from absl import app

@@ -16,6 +16,12 @@ folded from (seed, chunk, segment start): a resumed job equals an uninterrupted 
 At each of `record_steps` (and at `num_steps`) the states are written to
 `<output_dir>/samples_<step>.npz` (images [N, ...] float32, unclipped; energies [N]) with a PNG
 grid beside it; `trajectory.json` logs the mean energy and drift norm of each segment.
+
+A finished (or killed) job may be continued to more steps by running it again with a larger
+`num_steps` (and further record steps): the steps already run are kept, and the result equals a
+job run to the larger `num_steps` at once, bit for bit, provided the steps already run were cut
+into the same segments (same `segment_steps`, the same record steps up to the steps done). Any
+other change of settings is refused with the settings that differ.
 """
 
 import dataclasses
@@ -43,6 +49,8 @@ INITS = ("auto", "coop", "data", "noise", "bank")
 STATE_FILENAME = "chains.npz"
 TRAJECTORY_FILENAME = "trajectory.json"
 SETTINGS_FILENAME = "sample_settings.json"
+# Settings a job may change when it is run again: it then continues to the new length.
+_EXTENSIBLE_SETTINGS = ("num_steps", "record_steps")
 _BANK_IMAGES_KEY = "bank/images/.ATTRIBUTES/VARIABLE_VALUE"
 
 
@@ -327,8 +335,9 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
     model: from `load_model`.
     initial: float32 [N, *image_shape] initial states (used only on a fresh start).
     num_steps: Langevin steps per chain, >= 0.
-    output_dir: the job's directory; an existing `chains.npz` there is resumed if it was
-      written with the same settings (else ValueError).
+    output_dir: the job's directory; an existing `chains.npz` there is resumed (or continued to
+      a larger `num_steps`) if it was written with the same settings (else ValueError naming
+      the settings that differ).
     seed: int; the noise of chunk i, segment starting at step s uses
       fold_in(fold_in([seed, 0x5A4], i), s).
     record_steps: steps (<= num_steps) at which snapshots are written, besides num_steps.
@@ -344,8 +353,8 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
   job = dict(settings or {}, model=model.settings(), num_samples=len(initial),
              num_steps=num_steps, seed=seed, segment_steps=segment_steps,
              batch_size=batch_size, record_steps=list(record_steps))
-  fingerprint = _fingerprint(job)
-  images, done, trajectory = _resume_or_start(output_dir, job, fingerprint, initial, num_steps)
+  job = json.loads(json.dumps(job, sort_keys=True, default=str))  # as stored and reloaded
+  images, done, trajectory = _resume_or_start(output_dir, job, initial, segment_steps)
   resumed_from = done
   sampler = langevin.make_sampler(model.energy_fn, model.image_shape, **model.langevin_kwargs)
   base_seed = tf.constant([seed, 0x5A4], tf.int32)
@@ -366,7 +375,7 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
     done = end
     if done in record:
       _write_snapshot(output_dir, done, images, energies, grid_size)
-    _save_state(output_dir, images, done, fingerprint, trajectory)
+    _save_state(output_dir, images, done, job, trajectory)
     progress.update(done, mean_energy=trajectory[-1]["mean_energy"])
   return dict(num_samples=len(images), num_steps=num_steps,
               seconds=time.monotonic() - start_time, resumed_from=resumed_from,
@@ -384,27 +393,65 @@ def _check_initial(initial, image_shape: Tuple[int, ...]) -> np.ndarray:
   return initial
 
 
-def _resume_or_start(output_dir: str, job: Dict[str, Any], fingerprint: str,
-                     initial: np.ndarray, num_steps: int
-                     ) -> Tuple[np.ndarray, int, List[Dict[str, Any]]]:
+def _resume_or_start(output_dir: str, job: Dict[str, Any], initial: np.ndarray,
+                     segment_steps: int) -> Tuple[np.ndarray, int, List[Dict[str, Any]]]:
   """(images float32 [N, ...], steps done, trajectory rows) of the job in `output_dir`: the saved
-  chains when `chains.npz` exists (ValueError if written with another fingerprint), else
-  `initial` at step 0 (and the job's settings are written)."""
+  chains when `chains.npz` exists, else `initial` at step 0 (and the job's settings are written).
+
+  Saved chains are used only if they were run with `job`'s settings, up to `num_steps` and
+  `record_steps` (a longer job continues them), and cut into the segments `job` would have
+  cut its first steps into; ValueError otherwise, naming the difference.
+  """
   state_path = os.path.join(output_dir, STATE_FILENAME)
   trajectory_path = os.path.join(output_dir, TRAJECTORY_FILENAME)
   if not tf.io.gfile.exists(state_path):
     file_io.write_json_atomic(os.path.join(output_dir, SETTINGS_FILENAME), job)
     return initial, 0, []
   with np.load(state_path) as f:
-    if str(f["fingerprint"]) != fingerprint:
-      raise ValueError(f"{state_path} was computed with other settings; use another "
-                       "--output_dir or delete it")
     images, done = f["images"], int(f["steps_done"])
+    stored_fingerprint = str(f["fingerprint"])
+    stored_job = json.loads(str(f["job"])) if "job" in f.files else None
+  if stored_job is None:  # chains saved before the job was stored beside them
+    settings_path = os.path.join(output_dir, SETTINGS_FILENAME)
+    if tf.io.gfile.exists(settings_path):
+      with tf.io.gfile.GFile(settings_path) as f:
+        stored_job = json.load(f)
+    if stored_job is None or _fingerprint(stored_job) != stored_fingerprint:
+      raise ValueError(f"{state_path} does not match {SETTINGS_FILENAME} beside it, so its "
+                       "settings are unknown; use another --output_dir or delete it")
+  differ = [f"{key}: {stored_job.get(key)!r} there, {job.get(key)!r} now"
+            for key in sorted(set(stored_job) | set(job))
+            if key not in _EXTENSIBLE_SETTINGS and stored_job.get(key) != job.get(key)]
+  if differ:
+    raise ValueError(f"{state_path} was computed with other settings ({'; '.join(differ)}); "
+                     "use another --output_dir or delete it")
+  num_steps, record_steps = job["num_steps"], job["record_steps"]
+  if done > num_steps:
+    raise ValueError(f"{state_path} has run {done} steps already, more than the {num_steps} "
+                     "asked; ask for at least as many or use another --output_dir")
+  cut_before = [e for e in segment_ends(stored_job["num_steps"], stored_job["record_steps"],
+                                        segment_steps) if e <= done]
+  cut_now = [e for e in segment_ends(num_steps, record_steps, segment_steps) if e <= done]
+  if cut_before != cut_now:
+    raise ValueError(
+        f"{state_path}: its first {done} steps ran in segments ending at {cut_before}, a job of "
+        f"{num_steps} steps with record steps {record_steps} cuts them at {cut_now}, so its "
+        "noise would differ from an uninterrupted run; record steps up to "
+        f"{done} must be {[e for e in cut_before if e % segment_steps]}")
+  missing = [s for s in record_steps
+             if s <= done and not tf.io.gfile.exists(snapshot_path(output_dir, s))]
+  if missing:
+    raise ValueError(f"{state_path}: record steps {missing} were passed without a snapshot; "
+                     f"only steps after {done} can be added")
   trajectory = []
   if tf.io.gfile.exists(trajectory_path):
     with open(trajectory_path) as f:
       trajectory = [row for row in json.load(f)["segments"] if row["end"] <= done]
-  logging.info("resuming %s at step %d of %d", output_dir, done, num_steps)
+  if num_steps > stored_job["num_steps"]:
+    logging.info("continuing %s from step %d to %d (it was a job of %d steps)", output_dir,
+                 done, num_steps, stored_job["num_steps"])
+  else:
+    logging.info("resuming %s at step %d of %d", output_dir, done, num_steps)
   return images, done, trajectory
 
 
@@ -429,11 +476,14 @@ def _run_segment(model: SamplingModel, sampler, images: np.ndarray, base_seed: t
   return images, np.concatenate(energy_parts), float(np.mean(drift_parts))
 
 
-def _save_state(output_dir: str, images: np.ndarray, done: int, fingerprint: str,
+def _save_state(output_dir: str, images: np.ndarray, done: int, job: Dict[str, Any],
                 trajectory: List[Dict[str, Any]]) -> None:
-  """Writes the chains (`chains.npz`) and the trajectory log, each atomically."""
+  """Writes the chains with their job's settings (`chains.npz`, the record a resume checks),
+  the settings file and the trajectory log, each atomically."""
   file_io.save_npz_atomic(os.path.join(output_dir, STATE_FILENAME), images=images,
-                          steps_done=np.int64(done), fingerprint=np.str_(fingerprint))
+                          steps_done=np.int64(done), fingerprint=np.str_(_fingerprint(job)),
+                          job=np.str_(json.dumps(job, sort_keys=True)))
+  file_io.write_json_atomic(os.path.join(output_dir, SETTINGS_FILENAME), job)
   file_io.write_json_atomic(os.path.join(output_dir, TRAJECTORY_FILENAME),
                             dict(segments=trajectory))
 

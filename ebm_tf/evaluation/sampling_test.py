@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 import os
 import tempfile
 from unittest import mock
@@ -169,8 +170,37 @@ class RunChainsTest(_Runs):
   def test_other_settings_do_not_resume(self):
     out = self.create_tempdir().full_path
     sampling.sample(self._job(out, num_steps=3, record_steps=()))
-    with self.assertRaisesRegex(ValueError, "computed with other settings"):
+    with self.assertRaisesRegex(ValueError, "computed with other settings.*step_size"):
       sampling.sample(self._job(out, num_steps=3, record_steps=(), step_size=0.02))
+
+  def test_finished_job_continues_bitwise_equal_to_a_longer_job(self):
+    at_once = self.create_tempdir().full_path
+    sampling.sample(self._job(at_once, num_steps=13, record_steps=(0, 2, 7, 10)))
+    continued = self.create_tempdir().full_path
+    sampling.sample(self._job(continued, num_steps=7, record_steps=(0, 2)))
+    summary = sampling.sample(self._job(continued, num_steps=13, record_steps=(0, 2, 7, 10)))
+    self.assertEqual(summary["resumed_from"], 7)
+    self.assertEqual([s for s, _ in sampling.list_snapshots(continued)], [0, 2, 7, 10, 13])
+    for step in (7, 10, 13):
+      a, ea = sampling.load_snapshot(sampling.snapshot_path(at_once, step))
+      b, eb = sampling.load_snapshot(sampling.snapshot_path(continued, step))
+      self.assertAllEqual(a, b)
+      self.assertAllEqual(ea, eb)
+    with open(os.path.join(continued, sampling.TRAJECTORY_FILENAME)) as f:
+      self.assertEqual([row["end"] for row in json.load(f)["segments"]], [2, 3, 6, 7, 9, 10, 12, 13])
+
+  def test_continuation_refuses_what_would_change_the_steps_already_run(self):
+    out = self.create_tempdir().full_path
+    sampling.sample(self._job(out, num_steps=7, record_steps=(0, 2)))
+    with self.assertRaisesRegex(ValueError, "has run 7 steps already, more than the 5"):
+      sampling.sample(self._job(out, num_steps=5, record_steps=(0, 2)))
+    with self.assertRaisesRegex(ValueError, r"ending at \[2, 3, 6, 7\].*cuts them at \[3, 6\].*must be \[2, 7\]"):
+      sampling.sample(self._job(out, num_steps=13, record_steps=(0,)))
+    with self.assertRaisesRegex(ValueError, r"record steps \[6\] were passed without a snapshot"):
+      sampling.sample(self._job(out, num_steps=13, record_steps=(0, 2, 6, 7)))
+    # Nothing was changed by the refusals: the job still continues.
+    self.assertEqual(sampling.sample(self._job(out, num_steps=9, record_steps=(0, 2, 7)))
+                     ["resumed_from"], 7)
 
   def test_chunking_does_not_change_the_chains_of_the_first_chunk(self):
     # Chunk 0 sees the same seeds whatever the number of chains.
