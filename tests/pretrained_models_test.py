@@ -14,6 +14,9 @@ excepted); and a sanity check of its purpose holds:
   classifier Frechet distance to the test images than uniform noise has;
 - longrun prior / correction: 128 chains from test images run for 1,000 steps of its own
   sampler keep a lower Frechet distance to the test images than uniform noise has.
+Models of images larger than 8x8 (Fashion-MNIST 28x28: 12x the pixels, twice the width) run
+half the chains and, for longrun, a quarter of the steps in the default run, so that each check
+stays near a minute of CPU; EBM_SLOW_TESTS=1 (CI) runs the full check for them too.
 """
 
 import dataclasses
@@ -68,6 +71,14 @@ def _preset_config(card):
   if is_classifier:
     return classifier_config.config_from_flags(flag_values)
   return config_lib.config_from_flags(flag_values)
+
+
+def _check_size(image_shape, chains, steps, *, scale_steps):
+  """(chains, steps) of a sanity check: as given for images of at most 8x8 pixels or under
+  EBM_SLOW_TESTS=1, else half the chains (and a quarter of the steps if `scale_steps`)."""
+  if int(np.prod(image_shape[:2])) <= 64 or os.environ.get("EBM_SLOW_TESTS") == "1":
+    return chains, steps
+  return chains // 2, steps // 4 if scale_steps else steps
 
 
 def _regime(card):
@@ -168,11 +179,12 @@ class ShippedModelsTest(parameterized.TestCase):
       return
     model = sampling.load_model(_dir(name))
     if regime == "shortrun":
-      samples = sampling.initial_states(model, "coop", 256, seed=0)
-      steps = config.eval_mcmc_steps
+      chains, steps = _check_size(model.image_shape, 256, config.eval_mcmc_steps,
+                                  scale_steps=False)
+      samples = sampling.initial_states(model, "coop", chains, seed=0)
     else:
-      samples = datasets.load_array(config.dataset, "test", max_examples=128)[0]
-      steps = 1000
+      chains, steps = _check_size(model.image_shape, 128, 1000, scale_steps=True)
+      samples = self._load_array(config.dataset, "test")[0][:chains]
     sampler = langevin.make_sampler(model.energy_fn, model.image_shape, **model.langevin_kwargs)
     samples = sampler(tf.constant(samples), tf.constant([0, 2]), steps, model.step_size,
                       model.temperature).samples.numpy()
