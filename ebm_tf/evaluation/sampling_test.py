@@ -189,6 +189,20 @@ class RunChainsTest(_Runs):
     with open(os.path.join(continued, sampling.TRAJECTORY_FILENAME)) as f:
       self.assertEqual([row["end"] for row in json.load(f)["segments"]], [2, 3, 6, 7, 9, 10, 12, 13])
 
+  def test_chains_saved_without_their_job_are_checked_against_the_settings_file(self):
+    # Jobs written before the job was stored in chains.npz: sample_settings.json stands in.
+    out = self.create_tempdir().full_path
+    sampling.sample(self._job(out, num_steps=6, record_steps=()))
+    state = os.path.join(out, sampling.STATE_FILENAME)
+    with np.load(state) as f:
+      images, done, fingerprint = f["images"], f["steps_done"], f["fingerprint"]
+    np.savez(state, images=images, steps_done=done, fingerprint=fingerprint)
+    self.assertEqual(sampling.sample(self._job(out, num_steps=9, record_steps=()))
+                     ["resumed_from"], 6)
+    np.savez(state, images=images, steps_done=done, fingerprint=np.str_("0" * 16))
+    with self.assertRaisesRegex(ValueError, "settings are unknown"):
+      sampling.sample(self._job(out, num_steps=9, record_steps=()))
+
   def test_continuation_refuses_what_would_change_the_steps_already_run(self):
     out = self.create_tempdir().full_path
     sampling.sample(self._job(out, num_steps=7, record_steps=(0, 2)))
