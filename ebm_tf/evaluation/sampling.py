@@ -354,7 +354,7 @@ def run_chains(model: SamplingModel, initial: np.ndarray, *, num_steps: int, out
              num_steps=num_steps, seed=seed, segment_steps=segment_steps,
              batch_size=batch_size, record_steps=list(record_steps))
   job = json.loads(json.dumps(job, sort_keys=True, default=str))  # as stored and reloaded
-  images, done, trajectory = _resume_or_start(output_dir, job, initial, segment_steps)
+  images, done, trajectory = _resume_or_start(output_dir, job, initial)
   resumed_from = done
   sampler = langevin.make_sampler(model.energy_fn, model.image_shape, **model.langevin_kwargs)
   base_seed = tf.constant([seed, 0x5A4], tf.int32)
@@ -393,8 +393,8 @@ def _check_initial(initial, image_shape: Tuple[int, ...]) -> np.ndarray:
   return initial
 
 
-def _resume_or_start(output_dir: str, job: Dict[str, Any], initial: np.ndarray,
-                     segment_steps: int) -> Tuple[np.ndarray, int, List[Dict[str, Any]]]:
+def _resume_or_start(output_dir: str, job: Dict[str, Any], initial: np.ndarray
+                     ) -> Tuple[np.ndarray, int, List[Dict[str, Any]]]:
   """(images float32 [N, ...], steps done, trajectory rows) of the job in `output_dir`: the saved
   chains when `chains.npz` exists, else `initial` at step 0 (and the job's settings are written).
 
@@ -426,6 +426,7 @@ def _resume_or_start(output_dir: str, job: Dict[str, Any], initial: np.ndarray,
     raise ValueError(f"{state_path} was computed with other settings ({'; '.join(differ)}); "
                      "use another --output_dir or delete it")
   num_steps, record_steps = job["num_steps"], job["record_steps"]
+  segment_steps = job["segment_steps"]  # equal to the stored job's (checked above)
   if done > num_steps:
     raise ValueError(f"{state_path} has run {done} steps already, more than the {num_steps} "
                      "asked; ask for at least as many or use another --output_dir")
