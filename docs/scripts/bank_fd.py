@@ -56,14 +56,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   model_dir, count = _MODEL_DIR.value, _NUM_SAMPLES.value
+  prefixes = [os.path.join(model_dir, "checkpoints", f"ckpt-{int(n)}") for n in _CHECKPOINTS.value]
+  missing = [p for p in prefixes if not tf.io.gfile.exists(p + ".index")]
+  if missing:
+    raise FileNotFoundError(f"no such checkpoints: {missing} (the run keeps only its newest few)")
   model = sampling.load_model(model_dir)
   c = model.run_config
   extractor = fid.make_extractor("classifier", _CLASSIFIER_DIR.value)
   reference = fid.reference_stats(extractor, c.dataset, count, split="train",
                                   data_dir=c.data_dir, image_size=c.image_size)
   rows = []
-  for number in _CHECKPOINTS.value:
-    prefix = os.path.join(model_dir, "checkpoints", f"ckpt-{int(number)}")
+  for number, prefix in zip(_CHECKPOINTS.value, prefixes):
     # The energies of the checkpoint the banks belong to, not of the newest one.
     scored = sampling.load_model(model_dir, checkpoint=prefix)
     data_energy = stability.energy_reference(sampling.batched_energies(
