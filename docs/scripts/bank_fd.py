@@ -27,6 +27,7 @@ from ebm_tf.data import datasets
 from ebm_tf.evaluation import fid
 from ebm_tf.evaluation import sampling
 from ebm_tf.evaluation import stability
+from ebm_tf.training import config as config_lib
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "a longrun correction training run",
                                  required=True)
@@ -60,18 +61,18 @@ def main(argv):
   missing = [p for p in prefixes if not tf.io.gfile.exists(p + ".index")]
   if missing:
     raise FileNotFoundError(f"no such checkpoints: {missing} (the run keeps only its newest few)")
-  model = sampling.load_model(model_dir)
-  c = model.run_config
+  c = config_lib.load_config(model_dir)
   extractor = fid.make_extractor("classifier", _CLASSIFIER_DIR.value)
   reference = fid.reference_stats(extractor, c.dataset, count, split="train",
                                   data_dir=c.data_dir, image_size=c.image_size)
+  data_images = datasets.load_array(c.dataset, "train", max_examples=count, data_dir=c.data_dir,
+                                    image_size=c.image_size)[0]
   rows = []
   for number, prefix in zip(_CHECKPOINTS.value, prefixes):
     # The energies of the checkpoint the banks belong to, not of the newest one.
     scored = sampling.load_model(model_dir, checkpoint=prefix)
-    data_energy = stability.energy_reference(sampling.batched_energies(
-        scored.energy_fn, datasets.load_array(c.dataset, "train", max_examples=count,
-                                              data_dir=c.data_dir, image_size=c.image_size)[0]))
+    data_energy = stability.energy_reference(sampling.batched_energies(scored.energy_fn,
+                                                                       data_images))
     for bank in _BANKS:
       images = bank_images(prefix, bank)
       if len(images) < count:
