@@ -15,7 +15,6 @@ Used for docs/results.md (b), session 13. Prints one row per snapshot; with --ou
 writes them (to a temporary file, then renamed).
 """
 
-import glob
 import json
 import os
 
@@ -28,6 +27,7 @@ from ebm_tf.internal import tf_noise  # pylint: disable=unused-import
 from ebm_tf.classifier import classifier_lib
 from ebm_tf.data import datasets
 from ebm_tf.evaluation import fid
+from ebm_tf.evaluation import sampling
 
 _JOB_DIRS = flags.DEFINE_list("job_dirs", None, "evaluate_stability output directories",
                               required=True)
@@ -39,11 +39,6 @@ _NUM_REFERENCE = flags.DEFINE_integer("num_reference", 128,
 _DRAWS = flags.DEFINE_integer("draws", 20, "draws of real images per snapshot")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the draws")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", "", "optional JSON of all rows")
-
-
-def snapshot_step(path: str) -> int:
-  """The chain step of a `samples_<step>.npz` path."""
-  return int(os.path.basename(path)[len("samples_"):-len(".npz")])
 
 
 def draw_with_histogram(labels: np.ndarray, histogram: np.ndarray,
@@ -70,18 +65,19 @@ def main(argv):
   count = _NUM_REFERENCE.value
   classifier, _ = classifier_lib.load_classifier(_CLASSIFIER_DIR.value)
   extractor = fid.make_extractor("classifier", _CLASSIFIER_DIR.value)
+  # The protocol's reference (the first `count` training images); the pool is the rest.
+  reference = fid.reference_stats(extractor, _DATASET.value, count, split="train")
   images, labels = datasets.load_array(_DATASET.value, "train")
-  reference = fid.compute_stats(extractor, images[:count])
   pool_images, pool_labels = images[count:], labels[count:]
   num_classes = datasets.num_classes(_DATASET.value)
   rows = []
   for job_dir in _JOB_DIRS.value:
-    paths = sorted(glob.glob(os.path.join(job_dir, "samples_*.npz")), key=snapshot_step)
-    if not paths:
+    snapshots = sampling.list_snapshots(job_dir)
+    if not snapshots:
       raise FileNotFoundError(f"no samples_<step>.npz in {job_dir!r}")
     rng = np.random.default_rng(_SEED.value)
-    for path in paths:
-      chains = np.clip(np.load(path)["images"].astype(np.float32), -1.0, 1.0)
+    for step, path in snapshots:
+      chains = np.clip(sampling.load_snapshot(path)[0].astype(np.float32), -1.0, 1.0)
       predicted = classifier(chains, training=False).numpy().argmax(-1)
       histogram = np.bincount(predicted, minlength=num_classes)
       chains_fd = fid.frechet_distance(fid.compute_stats(extractor, chains), reference)
@@ -89,7 +85,7 @@ def main(argv):
           fid.compute_stats(extractor, pool_images[draw_with_histogram(pool_labels, histogram,
                                                                        rng)]), reference)
                  for _ in range(_DRAWS.value)]
-      row = dict(job_dir=job_dir, step=snapshot_step(path), histogram=histogram.tolist(),
+      row = dict(job_dir=job_dir, step=step, histogram=histogram.tolist(),
                  chains_fd=float(chains_fd), same_mix_real_fd=float(np.mean(real_fd)),
                  same_mix_real_fd_sd=float(np.std(real_fd)),
                  largest_class_share=float(histogram.max() / histogram.sum()))
